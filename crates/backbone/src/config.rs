@@ -1,0 +1,211 @@
+//! Checkpoint configuration: `config.json` (Hugging Face, its own key names) and the
+//! sentence-transformers files beside it (`sentence_bert_config.json`,
+//! `1_Pooling/config.json`, `modules.json`).
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// The part of a BERT-family `config.json` the encoder needs. Field names are the
+/// checkpoint's own; a missing field is an error naming the file.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BertConfig {
+    /// `bert` (and the BERT-shaped `roberta`-free families listed in [`SUPPORTED_MODEL_TYPES`]).
+    pub model_type: String,
+    /// Tokens in the word-embedding table.
+    pub vocab_size: i64,
+    /// Width of every hidden state.
+    pub hidden_size: i64,
+    /// Transformer layers.
+    pub num_hidden_layers: i64,
+    /// Attention heads per layer.
+    pub num_attention_heads: i64,
+    /// Width of the feed-forward layer.
+    pub intermediate_size: i64,
+    /// Rows of the position-embedding table.
+    pub max_position_embeddings: i64,
+    /// Rows of the token-type-embedding table.
+    #[serde(default = "default_type_vocab_size")]
+    pub type_vocab_size: i64,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_layer_norm_eps")]
+    pub layer_norm_eps: f64,
+    /// Activation of the feed-forward layer.
+    #[serde(default = "default_hidden_act")]
+    pub hidden_act: String,
+    /// Only `absolute` is supported.
+    #[serde(default = "default_position_embedding_type")]
+    pub position_embedding_type: String,
+}
+
+/// Model types whose checkpoints have BERT's module tree.
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert"];
+
+fn default_type_vocab_size() -> i64 {
+    2
+}
+fn default_layer_norm_eps() -> f64 {
+    1e-12
+}
+fn default_hidden_act() -> String {
+    "gelu".into()
+}
+fn default_position_embedding_type() -> String {
+    "absolute".into()
+}
+
+impl BertConfig {
+    /// Reads and checks `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let config: BertConfig = read_json(path)?;
+        if !SUPPORTED_MODEL_TYPES.contains(&config.model_type.as_str()) {
+            return Err(Error::UnsupportedModel {
+                model_type: config.model_type,
+                supported: SUPPORTED_MODEL_TYPES.join(", "),
+            });
+        }
+        let bad = |msg: String| Error::InvalidConfig { path: path.to_owned(), msg };
+        if config.hidden_size <= 0 || config.num_attention_heads <= 0 {
+            return Err(bad("hidden_size and num_attention_heads must be positive".into()));
+        }
+        if config.hidden_size % config.num_attention_heads != 0 {
+            return Err(bad(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                config.hidden_size, config.num_attention_heads
+            )));
+        }
+        if !matches!(config.hidden_act.as_str(), "gelu" | "gelu_new" | "relu") {
+            return Err(bad(format!("unsupported hidden_act {:?}", config.hidden_act)));
+        }
+        if config.position_embedding_type != "absolute" {
+            return Err(bad(format!(
+                "unsupported position_embedding_type {:?}",
+                config.position_embedding_type
+            )));
+        }
+        Ok(config)
+    }
+}
+
+/// How token states become one vector per text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// Mean over the tokens the attention mask keeps.
+    Mean,
+    /// The first (`[CLS]`) token's state.
+    Cls,
+    /// Element-wise max over kept tokens.
+    Max,
+    /// Sum over kept tokens divided by sqrt(token count).
+    MeanSqrtLen,
+}
+
+impl Pooling {
+    /// The name used in `info` output and the fingerprint.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pooling::Mean => "mean",
+            Pooling::Cls => "cls",
+            Pooling::Max => "max",
+            Pooling::MeanSqrtLen => "mean_sqrt_len",
+        }
+    }
+}
+
+/// sentence-transformers' `1_Pooling/config.json`.
+#[derive(Debug, Deserialize)]
+struct PoolingFile {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_max_tokens: bool,
+    #[serde(default)]
+    pooling_mode_mean_sqrt_len_tokens: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct SentenceBertFile {
+    max_seq_length: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ModuleEntry {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    path: String,
+}
+
+/// Pooling, normalisation and sequence length, from sentence-transformers' files when
+/// the folder has them, else the plain-Hugging-Face defaults (CLS, no normalisation,
+/// `max_position_embeddings`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentenceConfig {
+    /// Pooling of token states.
+    pub pooling: Pooling,
+    /// Whether embeddings are L2-normalised.
+    pub normalize: bool,
+    /// Longer inputs are truncated to this many tokens (special tokens included).
+    pub max_seq_length: usize,
+}
+
+impl SentenceConfig {
+    /// Reads the sentence-transformers files of `dir`, if any.
+    pub fn from_dir(dir: &Path, bert: &BertConfig) -> Result<Self> {
+        let modules_path = dir.join("modules.json");
+        let modules: Vec<ModuleEntry> =
+            if modules_path.exists() { read_json(&modules_path)? } else { Vec::new() };
+        let pooling_dir = modules
+            .iter()
+            .find(|m| m.kind.ends_with(".Pooling"))
+            .map(|m| dir.join(&m.path))
+            .unwrap_or_else(|| dir.join("1_Pooling"));
+        let pooling_path = pooling_dir.join("config.json");
+        let pooling = if pooling_path.exists() {
+            let file: PoolingFile = read_json(&pooling_path)?;
+            match (
+                file.pooling_mode_cls_token,
+                file.pooling_mode_mean_tokens,
+                file.pooling_mode_max_tokens,
+                file.pooling_mode_mean_sqrt_len_tokens,
+            ) {
+                (true, false, false, false) => Pooling::Cls,
+                (false, true, false, false) => Pooling::Mean,
+                (false, false, true, false) => Pooling::Max,
+                (false, false, false, true) => Pooling::MeanSqrtLen,
+                _ => {
+                    return Err(Error::InvalidConfig {
+                        path: pooling_path,
+                        msg: "exactly one pooling_mode_* must be true".into(),
+                    })
+                }
+            }
+        } else {
+            Pooling::Cls
+        };
+        let normalize = modules.iter().any(|m| m.kind.ends_with(".Normalize"));
+        let st_path = dir.join("sentence_bert_config.json");
+        let declared = if st_path.exists() {
+            read_json::<SentenceBertFile>(&st_path)?.max_seq_length
+        } else {
+            None
+        };
+        let positions = usize::try_from(bert.max_position_embeddings).unwrap_or(512);
+        let max_seq_length = declared.unwrap_or(positions).min(positions);
+        Ok(SentenceConfig { pooling, normalize, max_seq_length })
+    }
+}
+
+/// Reads a JSON file, naming the file in any error.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = read(path)?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Json { path: path.to_owned(), source: e })
+}
+
+/// Reads a file, naming it in any error.
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::Io { path: PathBuf::from(path), source: e })
+}

@@ -1,0 +1,254 @@
+//! The encoder: tokenizer + model + pooling. Owned by one thread (see
+//! [`EncoderHandle`](crate::EncoderHandle)); not shared.
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tch::{nn::VarStore, Kind, Tensor};
+use tokenizers::{Tokenizer, TruncationParams};
+
+use crate::{
+    bert::Bert,
+    config::{read, BertConfig, Pooling, SentenceConfig},
+    weights, BackboneInfo, EncoderOptions, Error, Result,
+};
+
+/// A batch of embeddings, one row per input text, in input order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    dim: usize,
+    data: Vec<f32>,
+}
+
+impl Embeddings {
+    /// Wraps row-major data of `data.len() / dim` rows.
+    pub fn new(dim: usize, data: Vec<f32>) -> Self {
+        debug_assert!(dim > 0 && data.len() % dim == 0);
+        Embeddings { dim, data }
+    }
+    /// Width of each row.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.data.len() / self.dim
+    }
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+    /// All rows, row-major.
+    pub fn as_slice(&self) -> &[f32] {
+        &self.data
+    }
+    /// Iterates over the rows.
+    pub fn rows(&self) -> impl Iterator<Item = &[f32]> {
+        self.data.chunks_exact(self.dim)
+    }
+    /// A (rows, dim) f32 CPU tensor of the data.
+    pub fn to_tensor(&self) -> Tensor {
+        Tensor::from_slice(&self.data).view([self.len() as i64, self.dim as i64])
+    }
+}
+
+/// Tokenizer, BERT model and pooling of one checkpoint folder.
+pub struct Encoder {
+    tokenizer: Tokenizer,
+    model: Bert,
+    // Keeps the weights alive; the model's modules hold views into it.
+    _vs: VarStore,
+    sentence: SentenceConfig,
+    info: BackboneInfo,
+    device: tch::Device,
+    batch_size: usize,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder").field("info", &self.info).finish_non_exhaustive()
+    }
+}
+
+impl Encoder {
+    /// Loads a checkpoint folder: `config.json`, `model.safetensors`, `tokenizer.json`,
+    /// plus sentence-transformers' pooling files when present.
+    pub fn load(dir: &Path, options: &EncoderOptions) -> Result<Encoder> {
+        if !dir.is_dir() {
+            return Err(Error::MissingFolder(dir.to_owned()));
+        }
+        let config = BertConfig::from_file(&dir.join("config.json"))?;
+        let sentence = SentenceConfig::from_dir(dir, &config)?;
+        let tokenizer_path = dir.join("tokenizer.json");
+        let tokenizer_bytes = read(&tokenizer_path)?;
+        let tokenizer = load_tokenizer(&tokenizer_bytes, &tokenizer_path, sentence.max_seq_length)?;
+        let weights_path = dir.join("model.safetensors");
+        let weights_bytes = read(&weights_path)?;
+
+        let device = options.device.to_tch()?;
+        let mut vs = VarStore::new(device);
+        let prefix = weights::detect_prefix(&weights_bytes, &weights_path)?;
+        let root = match prefix {
+            "" => vs.root(),
+            p => vs.root() / p.trim_end_matches('.'),
+        };
+        let model = Bert::new(root, &config);
+        weights::load_strict(&vs, &weights_bytes, &weights_path)?;
+        vs.set_kind(options.dtype.kind());
+        vs.freeze();
+
+        let fingerprint = fingerprint(&weights_bytes, &tokenizer_bytes, &sentence);
+        let info = BackboneInfo {
+            name: model_name(dir),
+            model_dir: dir.to_owned(),
+            dim: config.hidden_size as usize,
+            max_seq_length: sentence.max_seq_length,
+            pooling: sentence.pooling.as_str().to_owned(),
+            normalize: sentence.normalize,
+            fingerprint,
+            device: options.device.to_string(),
+            dtype: options.dtype.to_string(),
+        };
+        Ok(Encoder { tokenizer, model, _vs: vs, sentence, info, device, batch_size: options.batch_size })
+    }
+
+    /// What was loaded.
+    pub fn info(&self) -> &BackboneInfo {
+        &self.info
+    }
+
+    /// The tokenizer, configured with this backbone's truncation.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Token ids of each text after truncation, special tokens included.
+    pub fn tokenize(&self, texts: &[impl AsRef<str>]) -> Result<Vec<Vec<u32>>> {
+        let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+        let encodings = self
+            .tokenizer
+            .encode_batch(inputs, true)
+            .map_err(|e| Error::Tokenize(e.to_string()))?;
+        Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+
+    /// Embeds `texts`: sorts by length so each batch pads little, runs batches of at
+    /// most `batch_size`, and returns rows in input order.
+    pub fn embed(&self, texts: &[impl AsRef<str>]) -> Result<Embeddings> {
+        let ids = self.tokenize(texts)?;
+        self.embed_ids(&ids)
+    }
+
+    /// Embeds pre-tokenized inputs (from [`Encoder::tokenize`]), rows in input order.
+    pub fn embed_ids(&self, ids: &[Vec<u32>]) -> Result<Embeddings> {
+        let dim = self.info.dim;
+        let mut out = vec![0f32; ids.len() * dim];
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+        for chunk in order.chunks(self.batch_size) {
+            let batch: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+            let pooled = self.forward(&batch)?;
+            for (row, &i) in chunk.iter().enumerate() {
+                out[i * dim..(i + 1) * dim].copy_from_slice(&pooled[row * dim..(row + 1) * dim]);
+            }
+        }
+        Ok(Embeddings::new(dim, out))
+    }
+
+    /// One forward pass over a batch, padded to its longest input. Returns the pooled
+    /// rows (f32, row-major).
+    fn forward(&self, batch: &[&[u32]]) -> Result<Vec<f32>> {
+        let longest = batch.iter().map(|ids| ids.len()).max().unwrap_or(0).max(1);
+        let mut input = vec![0i64; batch.len() * longest];
+        let mut mask = vec![0i64; batch.len() * longest];
+        for (r, ids) in batch.iter().enumerate() {
+            for (c, &id) in ids.iter().enumerate() {
+                input[r * longest + c] = i64::from(id);
+                mask[r * longest + c] = 1;
+            }
+        }
+        let shape = [batch.len() as i64, longest as i64];
+        let input = Tensor::from_slice(&input).view(shape).to_device(self.device);
+        let mask = Tensor::from_slice(&mask).view(shape).to_device(self.device);
+        let pooled = tch::no_grad(|| {
+            let states = self.model.forward(&input, &mask).to_kind(Kind::Float);
+            let pooled = pool(&states, &mask, self.sentence.pooling);
+            if self.sentence.normalize {
+                // torch.nn.functional.normalize: x / max(||x||_2, 1e-12).
+                let norm = pooled.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
+                pooled / norm
+            } else {
+                pooled
+            }
+        });
+        let pooled = pooled.to_device(tch::Device::Cpu).contiguous();
+        Ok(Vec::<f32>::try_from(pooled.view([-1]))?)
+    }
+}
+
+/// Pools (batch, seq, hidden) f32 states into (batch, hidden), as sentence-transformers'
+/// `Pooling` module does.
+fn pool(states: &Tensor, mask: &Tensor, pooling: Pooling) -> Tensor {
+    let m = mask.unsqueeze(-1).to_kind(Kind::Float);
+    match pooling {
+        Pooling::Cls => states.select(1, 0),
+        Pooling::Mean => {
+            (states * &m).sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
+                / m.sum_dim_intlist([1i64].as_slice(), false, Kind::Float).clamp_min(1e-9)
+        }
+        Pooling::MeanSqrtLen => {
+            (states * &m).sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
+                / m.sum_dim_intlist([1i64].as_slice(), false, Kind::Float).clamp_min(1e-9).sqrt()
+        }
+        Pooling::Max => states.masked_fill(&m.eq(0.0), -1e9).amax([1], false),
+    }
+}
+
+fn load_tokenizer(bytes: &[u8], path: &Path, max_len: usize) -> Result<Tokenizer> {
+    let err = |msg: String| Error::Tokenizer { path: path.to_owned(), msg };
+    let mut tokenizer = Tokenizer::from_bytes(bytes).map_err(|e| err(e.to_string()))?;
+    // tokenizer.json may carry its own (often 128, fixed-padding) settings; the
+    // sentence-transformers max_seq_length wins, and we pad per batch ourselves.
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(Some(TruncationParams { max_length: max_len, ..Default::default() }))
+        .map_err(|e| err(e.to_string()))?;
+    Ok(tokenizer)
+}
+
+/// sha256 over the weights, the tokenizer and the pooling config: two backbones with
+/// the same fingerprint give the same features. The dtype is left out on purpose: a
+/// head trained on f32 features serves bf16 features (cosine > 0.999).
+fn fingerprint(weights: &[u8], tokenizer: &[u8], sentence: &SentenceConfig) -> String {
+    let mut h = Sha256::new();
+    h.update(b"polyhead-backbone-v1\0");
+    for part in [weights, tokenizer] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.update(
+        format!("{}|{}|{}", sentence.pooling.as_str(), sentence.normalize, sentence.max_seq_length)
+            .as_bytes(),
+    );
+    hex::encode(&h.finalize()[..12])
+}
+
+fn model_name(dir: &Path) -> String {
+    // Named as the user named the folder (models/all-MiniLM-L6-v2 is a link into the
+    // model package); resolve only when that gives no name (`.`).
+    let dir = match dir.file_name() {
+        Some(_) => PathBuf::from(dir),
+        None => dir.canonicalize().unwrap_or_else(|_| PathBuf::from(dir)),
+    };
+    // The model package installs its folder as `<pkg>/model`; name it by the package.
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("model");
+    if name == "model" {
+        if let Some(parent) = dir.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()) {
+            return parent.to_owned();
+        }
+    }
+    name.to_owned()
+}

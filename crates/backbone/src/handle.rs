@@ -1,0 +1,117 @@
+//! The model thread and its handle. One OS thread owns the [`Encoder`] (libtorch's
+//! intra-op pool does the parallel work); callers anywhere hold a cheap clone of
+//! [`EncoderHandle`] and get answers on a oneshot, as in text-embeddings-inference.
+use std::{path::PathBuf, sync::Arc, thread};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{BackboneInfo, Embeddings, Encoder, EncoderOptions, Error, Result};
+
+/// Queue depth between callers and the model thread. Callers wait (async) when full.
+const QUEUE: usize = 1024;
+
+enum Job {
+    Embed { texts: Vec<String>, reply: oneshot::Sender<Result<Embeddings>> },
+    EmbedIds { ids: Vec<Vec<u32>>, reply: oneshot::Sender<Result<Embeddings>> },
+}
+
+/// A cloneable handle to the model thread.
+#[derive(Clone)]
+pub struct EncoderHandle {
+    tx: mpsc::Sender<Job>,
+    info: Arc<BackboneInfo>,
+    tokenizer: Arc<tokenizers::Tokenizer>,
+}
+
+impl std::fmt::Debug for EncoderHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncoderHandle").field("info", &self.info).finish_non_exhaustive()
+    }
+}
+
+impl EncoderHandle {
+    /// Starts the model thread, loads `dir` on it, runs one warm-up pass, and returns
+    /// once the model is ready (or with the load error).
+    pub fn spawn(dir: impl Into<PathBuf>, options: &EncoderOptions) -> Result<EncoderHandle> {
+        let dir = dir.into();
+        let options = options.clone();
+        let (tx, mut rx) = mpsc::channel::<Job>(QUEUE);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        thread::Builder::new()
+            .name("polyhead-model".into())
+            .spawn(move || {
+                // OpenMP's thread count is per calling thread: set it on the model thread.
+                if options.threads > 0 {
+                    tch::set_num_threads(options.threads as i32);
+                }
+                let encoder = match Encoder::load(&dir, &options).and_then(|e| {
+                    e.embed(&["warm-up"])?;
+                    Ok(e)
+                }) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok((encoder.info().clone(), encoder.tokenizer().clone())));
+                while let Some(job) = rx.blocking_recv() {
+                    match job {
+                        Job::Embed { texts, reply } => {
+                            if !reply.is_closed() {
+                                let _ = reply.send(encoder.embed(&texts));
+                            }
+                        }
+                        Job::EmbedIds { ids, reply } => {
+                            if !reply.is_closed() {
+                                let _ = reply.send(encoder.embed_ids(&ids));
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Error::Io { path: "polyhead-model thread".into(), source: e })?;
+        let (info, tokenizer) = ready_rx.recv().map_err(|_| Error::Stopped)??;
+        Ok(EncoderHandle { tx, info: Arc::new(info), tokenizer: Arc::new(tokenizer) })
+    }
+
+    /// What the thread loaded.
+    pub fn info(&self) -> &BackboneInfo {
+        &self.info
+    }
+
+    /// Token ids per text (truncated, special tokens included), computed on the
+    /// caller's thread: the tokenizer is shared, only the model is owned.
+    pub fn tokenize(&self, texts: &[impl AsRef<str>]) -> Result<Vec<Vec<u32>>> {
+        let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+        let encodings = self
+            .tokenizer
+            .encode_batch(inputs, true)
+            .map_err(|e| Error::Tokenize(e.to_string()))?;
+        Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+
+    /// Embeds `texts` on the model thread.
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Embeddings> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Job::Embed { texts, reply }).await.map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Embeds pre-tokenized inputs on the model thread (one forward pass per
+    /// `batch_size` rows). A caller that drops the future before the job runs costs
+    /// no forward pass.
+    pub async fn embed_ids(&self, ids: Vec<Vec<u32>>) -> Result<Embeddings> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Job::EmbedIds { ids, reply }).await.map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// [`EncoderHandle::embed`] for synchronous callers (CLI, trainer). Must not be
+    /// called from inside an async runtime.
+    pub fn embed_blocking(&self, texts: Vec<String>) -> Result<Embeddings> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.blocking_send(Job::Embed { texts, reply }).map_err(|_| Error::Stopped)?;
+        rx.blocking_recv().map_err(|_| Error::Stopped)?
+    }
+}

