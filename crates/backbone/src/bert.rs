@@ -48,7 +48,10 @@ impl Embeddings {
 }
 
 fn layer_norm(p: nn::Path, c: &BertConfig) -> nn::LayerNorm {
-    let config = nn::LayerNormConfig { eps: c.layer_norm_eps, ..Default::default() };
+    let config = nn::LayerNormConfig {
+        eps: c.layer_norm_eps,
+        ..Default::default()
+    };
     nn::layer_norm(p, vec![c.hidden_size], config)
 }
 
@@ -104,12 +107,16 @@ impl Layer {
     fn forward(&self, x: &Tensor, mask: &Tensor) -> Tensor {
         let size = x.size();
         let (b, s, h) = (size[0], size[1], size[2]);
-        let heads = |t: Tensor| t.view([b, s, self.num_heads, h / self.num_heads]).transpose(1, 2);
+        let heads = |t: Tensor| {
+            t.view([b, s, self.num_heads, h / self.num_heads])
+                .transpose(1, 2)
+        };
         let q = heads(x.apply(&self.query));
         let k = heads(x.apply(&self.key));
         let v = heads(x.apply(&self.value));
         // softmax(QK^T / sqrt(d)) V; the fused kernel applies the 1/sqrt(d) scale itself.
-        let ctx = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, false);
+        let ctx =
+            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, false);
         let ctx = ctx.transpose(1, 2).contiguous().view([b, s, h]);
         let attended = (ctx.apply(&self.attention_output) + x).apply(&self.attention_norm);
         let inner = attended.apply(&self.intermediate);
@@ -133,9 +140,13 @@ pub(crate) struct Bert {
 impl Bert {
     /// Builds the module tree under `p` (the checkpoint's prefix, e.g. root or `bert`).
     pub(crate) fn new(p: nn::Path, c: &BertConfig) -> Self {
-        let layers =
-            (0..c.num_hidden_layers).map(|i| Layer::new(&p / "encoder" / "layer" / i, c)).collect();
-        Bert { embeddings: Embeddings::new(&p / "embeddings", c), layers }
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| Layer::new(&p / "encoder" / "layer" / i, c))
+            .collect();
+        Bert {
+            embeddings: Embeddings::new(&p / "embeddings", c),
+            layers,
+        }
     }
 
     /// Token states (batch, seq, hidden) for right-padded `input_ids` and a 0/1

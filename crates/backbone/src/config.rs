@@ -65,9 +65,14 @@ impl BertConfig {
                 supported: SUPPORTED_MODEL_TYPES.join(", "),
             });
         }
-        let bad = |msg: String| Error::InvalidConfig { path: path.to_owned(), msg };
+        let bad = |msg: String| Error::InvalidConfig {
+            path: path.to_owned(),
+            msg,
+        };
         if config.hidden_size <= 0 || config.num_attention_heads <= 0 {
-            return Err(bad("hidden_size and num_attention_heads must be positive".into()));
+            return Err(bad(
+                "hidden_size and num_attention_heads must be positive".into()
+            ));
         }
         if config.hidden_size % config.num_attention_heads != 0 {
             return Err(bad(format!(
@@ -76,7 +81,10 @@ impl BertConfig {
             )));
         }
         if !matches!(config.hidden_act.as_str(), "gelu" | "gelu_new" | "relu") {
-            return Err(bad(format!("unsupported hidden_act {:?}", config.hidden_act)));
+            return Err(bad(format!(
+                "unsupported hidden_act {:?}",
+                config.hidden_act
+            )));
         }
         if config.position_embedding_type != "absolute" {
             return Err(bad(format!(
@@ -156,8 +164,11 @@ impl SentenceConfig {
     /// Reads the sentence-transformers files of `dir`, if any.
     pub fn from_dir(dir: &Path, bert: &BertConfig) -> Result<Self> {
         let modules_path = dir.join("modules.json");
-        let modules: Vec<ModuleEntry> =
-            if modules_path.exists() { read_json(&modules_path)? } else { Vec::new() };
+        let modules: Vec<ModuleEntry> = if modules_path.exists() {
+            read_json(&modules_path)?
+        } else {
+            Vec::new()
+        };
         let pooling_dir = modules
             .iter()
             .find(|m| m.kind.ends_with(".Pooling"))
@@ -195,17 +206,27 @@ impl SentenceConfig {
         };
         let positions = usize::try_from(bert.max_position_embeddings).unwrap_or(512);
         let max_seq_length = declared.unwrap_or(positions).min(positions);
-        Ok(SentenceConfig { pooling, normalize, max_seq_length })
+        Ok(SentenceConfig {
+            pooling,
+            normalize,
+            max_seq_length,
+        })
     }
 }
 
 /// Reads a JSON file, naming the file in any error.
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let bytes = read(path)?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::Json { path: path.to_owned(), source: e })
+    serde_json::from_slice(&bytes).map_err(|e| Error::Json {
+        path: path.to_owned(),
+        source: e,
+    })
 }
 
 /// Reads a file, naming it in any error.
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::Io { path: PathBuf::from(path), source: e })
+    std::fs::read(path).map_err(|e| Error::Io {
+        path: PathBuf::from(path),
+        source: e,
+    })
 }

@@ -69,7 +69,9 @@ pub struct Encoder {
 
 impl std::fmt::Debug for Encoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Encoder").field("info", &self.info).finish_non_exhaustive()
+        f.debug_struct("Encoder")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
 }
 
@@ -112,7 +114,15 @@ impl Encoder {
             device: options.device.to_string(),
             dtype: options.dtype.to_string(),
         };
-        Ok(Encoder { tokenizer, model, _vs: vs, sentence, info, device, batch_size: options.batch_size })
+        Ok(Encoder {
+            tokenizer,
+            model,
+            _vs: vs,
+            sentence,
+            info,
+            device,
+            batch_size: options.batch_size,
+        })
     }
 
     /// What was loaded.
@@ -132,7 +142,10 @@ impl Encoder {
             .tokenizer
             .encode_batch(inputs, true)
             .map_err(|e| Error::Tokenize(e.to_string()))?;
-        Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
+        Ok(encodings
+            .into_iter()
+            .map(|e| e.get_ids().to_vec())
+            .collect())
     }
 
     /// Embeds `texts`: sorts by length so each batch pads little, runs batches of at
@@ -171,7 +184,9 @@ impl Encoder {
             }
         }
         let shape = [batch.len() as i64, longest as i64];
-        let input = Tensor::from_slice(&input).view(shape).to_device(self.device);
+        let input = Tensor::from_slice(&input)
+            .view(shape)
+            .to_device(self.device);
         let mask = Tensor::from_slice(&mask).view(shape).to_device(self.device);
         let pooled = tch::no_grad(|| {
             let states = self.model.forward(&input, &mask).to_kind(Kind::Float);
@@ -197,24 +212,33 @@ fn pool(states: &Tensor, mask: &Tensor, pooling: Pooling) -> Tensor {
         Pooling::Cls => states.select(1, 0),
         Pooling::Mean => {
             (states * &m).sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
-                / m.sum_dim_intlist([1i64].as_slice(), false, Kind::Float).clamp_min(1e-9)
+                / m.sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
+                    .clamp_min(1e-9)
         }
         Pooling::MeanSqrtLen => {
             (states * &m).sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
-                / m.sum_dim_intlist([1i64].as_slice(), false, Kind::Float).clamp_min(1e-9).sqrt()
+                / m.sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
+                    .clamp_min(1e-9)
+                    .sqrt()
         }
         Pooling::Max => states.masked_fill(&m.eq(0.0), -1e9).amax([1], false),
     }
 }
 
 fn load_tokenizer(bytes: &[u8], path: &Path, max_len: usize) -> Result<Tokenizer> {
-    let err = |msg: String| Error::Tokenizer { path: path.to_owned(), msg };
+    let err = |msg: String| Error::Tokenizer {
+        path: path.to_owned(),
+        msg,
+    };
     let mut tokenizer = Tokenizer::from_bytes(bytes).map_err(|e| err(e.to_string()))?;
     // tokenizer.json may carry its own (often 128, fixed-padding) settings; the
     // sentence-transformers max_seq_length wins, and we pad per batch ourselves.
     tokenizer.with_padding(None);
     tokenizer
-        .with_truncation(Some(TruncationParams { max_length: max_len, ..Default::default() }))
+        .with_truncation(Some(TruncationParams {
+            max_length: max_len,
+            ..Default::default()
+        }))
         .map_err(|e| err(e.to_string()))?;
     Ok(tokenizer)
 }
@@ -230,8 +254,13 @@ fn fingerprint(weights: &[u8], tokenizer: &[u8], sentence: &SentenceConfig) -> S
         h.update(part);
     }
     h.update(
-        format!("{}|{}|{}", sentence.pooling.as_str(), sentence.normalize, sentence.max_seq_length)
-            .as_bytes(),
+        format!(
+            "{}|{}|{}",
+            sentence.pooling.as_str(),
+            sentence.normalize,
+            sentence.max_seq_length
+        )
+        .as_bytes(),
     );
     hex::encode(&h.finalize()[..12])
 }
@@ -246,7 +275,11 @@ fn model_name(dir: &Path) -> String {
     // The model package installs its folder as `<pkg>/model`; name it by the package.
     let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("model");
     if name == "model" {
-        if let Some(parent) = dir.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()) {
+        if let Some(parent) = dir
+            .parent()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+        {
             return parent.to_owned();
         }
     }

@@ -11,8 +11,14 @@ use crate::{BackboneInfo, Embeddings, Encoder, EncoderOptions, Error, Result};
 const QUEUE: usize = 1024;
 
 enum Job {
-    Embed { texts: Vec<String>, reply: oneshot::Sender<Result<Embeddings>> },
-    EmbedIds { ids: Vec<Vec<u32>>, reply: oneshot::Sender<Result<Embeddings>> },
+    Embed {
+        texts: Vec<String>,
+        reply: oneshot::Sender<Result<Embeddings>>,
+    },
+    EmbedIds {
+        ids: Vec<Vec<u32>>,
+        reply: oneshot::Sender<Result<Embeddings>>,
+    },
 }
 
 /// A cloneable handle to the model thread.
@@ -25,7 +31,9 @@ pub struct EncoderHandle {
 
 impl std::fmt::Debug for EncoderHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EncoderHandle").field("info", &self.info).finish_non_exhaustive()
+        f.debug_struct("EncoderHandle")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
 }
 
@@ -70,9 +78,16 @@ impl EncoderHandle {
                     }
                 }
             })
-            .map_err(|e| Error::Io { path: "polyhead-model thread".into(), source: e })?;
+            .map_err(|e| Error::Io {
+                path: "polyhead-model thread".into(),
+                source: e,
+            })?;
         let (info, tokenizer) = ready_rx.recv().map_err(|_| Error::Stopped)??;
-        Ok(EncoderHandle { tx, info: Arc::new(info), tokenizer: Arc::new(tokenizer) })
+        Ok(EncoderHandle {
+            tx,
+            info: Arc::new(info),
+            tokenizer: Arc::new(tokenizer),
+        })
     }
 
     /// What the thread loaded.
@@ -88,13 +103,19 @@ impl EncoderHandle {
             .tokenizer
             .encode_batch(inputs, true)
             .map_err(|e| Error::Tokenize(e.to_string()))?;
-        Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
+        Ok(encodings
+            .into_iter()
+            .map(|e| e.get_ids().to_vec())
+            .collect())
     }
 
     /// Embeds `texts` on the model thread.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Embeddings> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Job::Embed { texts, reply }).await.map_err(|_| Error::Stopped)?;
+        self.tx
+            .send(Job::Embed { texts, reply })
+            .await
+            .map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)?
     }
 
@@ -103,7 +124,10 @@ impl EncoderHandle {
     /// no forward pass.
     pub async fn embed_ids(&self, ids: Vec<Vec<u32>>) -> Result<Embeddings> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Job::EmbedIds { ids, reply }).await.map_err(|_| Error::Stopped)?;
+        self.tx
+            .send(Job::EmbedIds { ids, reply })
+            .await
+            .map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)?
     }
 
@@ -111,7 +135,9 @@ impl EncoderHandle {
     /// called from inside an async runtime.
     pub fn embed_blocking(&self, texts: Vec<String>) -> Result<Embeddings> {
         let (reply, rx) = oneshot::channel();
-        self.tx.blocking_send(Job::Embed { texts, reply }).map_err(|_| Error::Stopped)?;
+        self.tx
+            .blocking_send(Job::Embed { texts, reply })
+            .map_err(|_| Error::Stopped)?;
         rx.blocking_recv().map_err(|_| Error::Stopped)?
     }
 }

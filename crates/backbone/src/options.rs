@@ -22,7 +22,9 @@ impl FromStr for Device {
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(Device::Cuda)
-                .ok_or_else(|| Error::InvalidOption(format!("device {s:?}: use cpu, cuda or cuda:N"))),
+                .ok_or_else(|| {
+                    Error::InvalidOption(format!("device {s:?}: use cpu, cuda or cuda:N"))
+                }),
         }
     }
 }
@@ -69,7 +71,9 @@ impl FromStr for Dtype {
         match s {
             "f32" | "float32" => Ok(Dtype::F32),
             "bf16" | "bfloat16" => Ok(Dtype::Bf16),
-            _ => Err(Error::InvalidOption(format!("dtype {s:?}: use f32 or bf16"))),
+            _ => Err(Error::InvalidOption(format!(
+                "dtype {s:?}: use f32 or bf16"
+            ))),
         }
     }
 }
@@ -104,7 +108,12 @@ pub struct EncoderOptions {
 
 impl Default for EncoderOptions {
     fn default() -> Self {
-        EncoderOptions { device: Device::Cpu, dtype: Dtype::F32, threads: 0, batch_size: 32 }
+        EncoderOptions {
+            device: Device::Cpu,
+            dtype: Dtype::F32,
+            threads: 0,
+            batch_size: 32,
+        }
     }
 }
 

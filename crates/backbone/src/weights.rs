@@ -21,8 +21,10 @@ pub(crate) fn detect_prefix(bytes: &[u8], path: &Path) -> Result<&'static str> {
 }
 
 fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<SafeTensors<'a>> {
-    SafeTensors::deserialize(bytes)
-        .map_err(|e| Error::Safetensors { path: path.to_owned(), msg: e.to_string() })
+    SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors {
+        path: path.to_owned(),
+        msg: e.to_string(),
+    })
 }
 
 /// Copies every variable of `vs` from the checkpoint `bytes` (read from `path`).
@@ -32,13 +34,19 @@ pub(crate) fn load_strict(vs: &VarStore, bytes: &[u8], path: &Path) -> Result<()
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     tch::no_grad(|| {
         for (name, mut var) in vars {
-            let view = st
-                .tensor(&name)
-                .map_err(|_| Error::MissingTensor { path: path.to_owned(), name: name.clone() })?;
+            let view = st.tensor(&name).map_err(|_| Error::MissingTensor {
+                path: path.to_owned(),
+                name: name.clone(),
+            })?;
             let found: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
             let expected = var.size();
             if found != expected {
-                return Err(Error::TensorShape { path: path.to_owned(), name, expected, found });
+                return Err(Error::TensorShape {
+                    path: path.to_owned(),
+                    name,
+                    expected,
+                    found,
+                });
             }
             let kind = match view.dtype() {
                 Dtype::F32 => Kind::Float,

@@ -13,7 +13,8 @@ fn real_tokenizer() -> std::path::PathBuf {
     std::env::var_os("POLYHEAD_MODEL_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2")
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../models/all-MiniLM-L6-v2")
         })
         .join("tokenizer.json")
 }
@@ -21,18 +22,35 @@ fn real_tokenizer() -> std::path::PathBuf {
 /// Names and shapes of a 1-layer BERT, as Hugging Face names them.
 fn tensors(prefix: &str) -> Vec<(String, Vec<usize>)> {
     let mut t = vec![
-        ("embeddings.word_embeddings.weight".to_string(), vec![VOCAB, HIDDEN]),
-        ("embeddings.position_embeddings.weight".into(), vec![64, HIDDEN]),
-        ("embeddings.token_type_embeddings.weight".into(), vec![2, HIDDEN]),
+        (
+            "embeddings.word_embeddings.weight".to_string(),
+            vec![VOCAB, HIDDEN],
+        ),
+        (
+            "embeddings.position_embeddings.weight".into(),
+            vec![64, HIDDEN],
+        ),
+        (
+            "embeddings.token_type_embeddings.weight".into(),
+            vec![2, HIDDEN],
+        ),
         ("embeddings.LayerNorm.weight".into(), vec![HIDDEN]),
         ("embeddings.LayerNorm.bias".into(), vec![HIDDEN]),
     ];
     let l = "encoder.layer.0";
-    for m in ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"] {
+    for m in [
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+    ] {
         t.push((format!("{l}.{m}.weight"), vec![HIDDEN, HIDDEN]));
         t.push((format!("{l}.{m}.bias"), vec![HIDDEN]));
     }
-    t.push((format!("{l}.intermediate.dense.weight"), vec![INTER, HIDDEN]));
+    t.push((
+        format!("{l}.intermediate.dense.weight"),
+        vec![INTER, HIDDEN],
+    ));
     t.push((format!("{l}.intermediate.dense.bias"), vec![INTER]));
     t.push((format!("{l}.output.dense.weight"), vec![HIDDEN, INTER]));
     t.push((format!("{l}.output.dense.bias"), vec![HIDDEN]));
@@ -40,7 +58,9 @@ fn tensors(prefix: &str) -> Vec<(String, Vec<usize>)> {
         t.push((format!("{l}.{n}.weight"), vec![HIDDEN]));
         t.push((format!("{l}.{n}.bias"), vec![HIDDEN]));
     }
-    t.into_iter().map(|(n, s)| (format!("{prefix}{n}"), s)).collect()
+    t.into_iter()
+        .map(|(n, s)| (format!("{prefix}{n}"), s))
+        .collect()
 }
 
 fn write_checkpoint(dir: &Path, prefix: &str, edit: impl Fn(&mut Vec<(String, Vec<usize>)>)) {
@@ -50,16 +70,26 @@ fn write_checkpoint(dir: &Path, prefix: &str, edit: impl Fn(&mut Vec<(String, Ve
         .into_iter()
         .map(|(n, s)| {
             let count: usize = s.iter().product();
-            let bytes = (0..count).flat_map(|i| ((i % 7) as f32 * 0.01).to_le_bytes()).collect();
+            let bytes = (0..count)
+                .flat_map(|i| ((i % 7) as f32 * 0.01).to_le_bytes())
+                .collect();
             (n, bytes, s)
         })
         .collect();
     let views: HashMap<String, TensorView<'_>> = data
         .iter()
-        .map(|(n, b, s)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap()))
+        .map(|(n, b, s)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
         .collect();
-    std::fs::write(dir.join("model.safetensors"), safetensors::serialize(views, None).unwrap())
-        .unwrap();
+    std::fs::write(
+        dir.join("model.safetensors"),
+        safetensors::serialize(views, None).unwrap(),
+    )
+    .unwrap();
     std::fs::write(
         dir.join("config.json"),
         format!(
@@ -99,10 +129,16 @@ fn missing_folder() {
 #[test]
 fn missing_tensor_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    write_checkpoint(dir.path(), "", |t| t.retain(|(n, _)| !n.ends_with("attention.self.key.weight")));
+    write_checkpoint(dir.path(), "", |t| {
+        t.retain(|(n, _)| !n.ends_with("attention.self.key.weight"))
+    });
     let err = load(dir.path()).unwrap_err();
     assert!(matches!(err, Error::MissingTensor { .. }), "{err}");
-    assert!(err.to_string().contains("encoder.layer.0.attention.self.key.weight"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("encoder.layer.0.attention.self.key.weight"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -118,7 +154,10 @@ fn wrong_shape_is_named() {
     let err = load(dir.path()).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::TensorShape { .. }), "{msg}");
-    assert!(msg.contains("intermediate.dense.weight") && msg.contains("[16, 8]"), "{msg}");
+    assert!(
+        msg.contains("intermediate.dense.weight") && msg.contains("[16, 8]"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -126,7 +165,11 @@ fn unsupported_model_type() {
     let dir = tempfile::tempdir().unwrap();
     write_checkpoint(dir.path(), "", |_| {});
     let cfg = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
-    std::fs::write(dir.path().join("config.json"), cfg.replace("\"bert\"", "\"gpt2\"")).unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        cfg.replace("\"bert\"", "\"gpt2\""),
+    )
+    .unwrap();
     let err = load(dir.path()).unwrap_err();
     assert!(matches!(err, Error::UnsupportedModel { .. }), "{err}");
     assert!(err.to_string().contains("gpt2"), "{err}");
@@ -137,7 +180,11 @@ fn missing_config_field() {
     let dir = tempfile::tempdir().unwrap();
     write_checkpoint(dir.path(), "", |_| {});
     let cfg = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
-    std::fs::write(dir.path().join("config.json"), cfg.replace("\"hidden_size\"", "\"hidden\"")).unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        cfg.replace("\"hidden_size\"", "\"hidden\""),
+    )
+    .unwrap();
     let err = load(dir.path()).unwrap_err();
     assert!(err.to_string().contains("hidden_size"), "{err}");
 }
@@ -146,7 +193,11 @@ fn missing_config_field() {
 fn corrupt_tokenizer() {
     let dir = tempfile::tempdir().unwrap();
     write_checkpoint(dir.path(), "", |_| {});
-    std::fs::write(dir.path().join("tokenizer.json"), b"{\"version\": \"1.0\", \"model\": 12").unwrap();
+    std::fs::write(
+        dir.path().join("tokenizer.json"),
+        b"{\"version\": \"1.0\", \"model\": 12",
+    )
+    .unwrap();
     let err = load(dir.path()).unwrap_err();
     assert!(matches!(err, Error::Tokenizer { .. }), "{err}");
     assert!(err.to_string().contains("tokenizer.json"), "{err}");
@@ -157,7 +208,11 @@ fn corrupt_weights_file() {
     let dir = tempfile::tempdir().unwrap();
     write_checkpoint(dir.path(), "", |_| {});
     let bytes = std::fs::read(dir.path().join("model.safetensors")).unwrap();
-    std::fs::write(dir.path().join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        &bytes[..bytes.len() / 2],
+    )
+    .unwrap();
     let err = load(dir.path()).unwrap_err();
     assert!(matches!(err, Error::Safetensors { .. }), "{err}");
 }
@@ -166,5 +221,11 @@ fn corrupt_weights_file() {
 fn bad_options() {
     assert!("cuda:x".parse::<polyhead_backbone::Device>().is_err());
     assert!("fp8".parse::<polyhead_backbone::Dtype>().is_err());
-    assert_eq!("cuda:1".parse::<polyhead_backbone::Device>().unwrap().to_string(), "cuda:1");
+    assert_eq!(
+        "cuda:1"
+            .parse::<polyhead_backbone::Device>()
+            .unwrap()
+            .to_string(),
+        "cuda:1"
+    );
 }

@@ -17,9 +17,11 @@ struct Case {
 }
 
 fn model_dir() -> PathBuf {
-    std::env::var_os("POLYHEAD_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2")
-    })
+    std::env::var_os("POLYHEAD_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2")
+        })
 }
 
 fn fixture() -> Fixture {
@@ -35,7 +37,11 @@ fn encoder(dtype: Dtype, batch_size: usize) -> Encoder {
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
     let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     dot / (na * nb).max(1e-12)
@@ -49,7 +55,12 @@ fn min_cosine(dtype: Dtype) -> (f64, String) {
     fx.cases
         .iter()
         .enumerate()
-        .map(|(i, c)| (cosine(got.row(i), &c.embedding), c.text.chars().take(40).collect()))
+        .map(|(i, c)| {
+            (
+                cosine(got.row(i), &c.embedding),
+                c.text.chars().take(40).collect(),
+            )
+        })
         .min_by(|a, b| a.0.total_cmp(&b.0))
         .expect("cases")
 }
@@ -59,10 +70,23 @@ fn fixture_is_varied_enough() {
     let fx = fixture();
     assert!(fx.cases.len() >= 40);
     assert!(fx.cases.iter().any(|c| c.text.is_empty()));
-    assert!(fx.cases.iter().any(|c| c.text.chars().any(|ch| ch as u32 > 0x1F000)), "emoji");
+    assert!(
+        fx.cases
+            .iter()
+            .any(|c| c.text.chars().any(|ch| ch as u32 > 0x1F000)),
+        "emoji"
+    );
     let enc = encoder(Dtype::F32, 8);
-    let longest = fx.cases.iter().map(|c| enc.tokenize(&[&c.text]).unwrap()[0].len()).max();
-    assert_eq!(longest, Some(fx.max_seq_length), "a case must be truncated to max_seq_length");
+    let longest = fx
+        .cases
+        .iter()
+        .map(|c| enc.tokenize(&[&c.text]).unwrap()[0].len())
+        .max();
+    assert_eq!(
+        longest,
+        Some(fx.max_seq_length),
+        "a case must be truncated to max_seq_length"
+    );
 }
 
 #[test]
@@ -76,7 +100,7 @@ fn f32_matches_sentence_transformers() {
 fn bf16_is_close_to_reference() {
     let (min, text) = min_cosine(Dtype::Bf16);
     eprintln!("bf16 min cosine vs reference: {min:.5} ({text:?})");
-    assert!(min >= 0.995, "bf16 cosine {min} < 0.995 for {text:?}");
+    assert!(min >= 0.999, "bf16 cosine {min} < 0.999 for {text:?}");
 }
 
 #[test]
@@ -99,7 +123,9 @@ fn batched_equals_one_by_one() {
 #[test]
 fn embeddings_are_unit_length_and_distinct() {
     let enc = encoder(Dtype::F32, 4);
-    let e = enc.embed(&["spam offer", "meeting at noon", "spam offer"]).expect("embed");
+    let e = enc
+        .embed(&["spam offer", "meeting at noon", "spam offer"])
+        .expect("embed");
     for row in e.rows() {
         let n: f32 = row.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((n - 1.0).abs() < 1e-5, "norm {n}");

@@ -1,0 +1,34 @@
+//! Task heads of polyhead: small classifiers over frozen backbone features.
+//!
+//! - [`Head`]: a head's layers and labels, with a plain-Rust forward pass.
+//! - [`HeadArtifact`]: `manifest.json` + `head.safetensors`, validated on decode.
+//! - [`FsHeadStore`]: immutable versions and an atomic active pointer on disk.
+//! - [`HeadRegistry`]: the live, atomically swapped set that requests read.
+//!
+//! ```
+//! use polyhead_heads::{Dense, Head, HeadKind};
+//!
+//! let layer = Dense { weight: vec![1.0, -1.0], bias: vec![0.0, 0.0], input: 1, out: 2 };
+//! let head = Head::new(HeadKind::Linear, vec![layer], vec!["yes".into(), "no".into()])?;
+//! let p = head.predict(&[2.0])?;
+//! assert!(p[0] > p[1]);
+//! # Ok::<(), polyhead_heads::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+mod artifact;
+mod error;
+mod head;
+mod manifest;
+mod registry;
+mod store;
+
+pub use artifact::HeadArtifact;
+pub use error::{Error, Result};
+pub use head::{Dense, Head};
+pub use manifest::{
+    now_rfc3339, validate_task_name, BackboneRef, ClassMetrics, Evaluation, HeadKind, Manifest,
+    Metrics, FORMAT_VERSION,
+};
+pub use registry::{HeadMap, HeadRegistry, SyncReport};
+pub use store::{FailPoint, FsHeadStore};

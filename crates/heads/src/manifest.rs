@@ -1,0 +1,138 @@
+//! `manifest.json`: what a head is, what it was trained on, and how well it did.
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Version of the artifact format this crate writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Checks a task name: `^[a-z0-9][a-z0-9_-]{0,63}$`, so it is always one safe path
+/// component.
+pub fn validate_task_name(task: &str) -> Result<()> {
+    let bytes = task.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= 64
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidTaskName(task.to_owned()))
+    }
+}
+
+/// The architecture of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum HeadKind {
+    /// Softmax regression: one linear layer.
+    Linear,
+    /// One hidden ReLU layer (dropout while training), then a linear layer.
+    Mlp {
+        /// Width of the hidden layer.
+        hidden_dim: usize,
+    },
+}
+
+impl HeadKind {
+    /// `linear` or `mlp`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            HeadKind::Linear => "linear",
+            HeadKind::Mlp { .. } => "mlp",
+        }
+    }
+}
+
+/// The backbone a head was trained on. A head only serves the backbone it names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackboneRef {
+    /// Model name, for people.
+    pub name: String,
+    /// The backbone's fingerprint; must match exactly.
+    pub fingerprint: String,
+    /// Embedding width; must equal the head's input width.
+    pub dim: usize,
+}
+
+/// Scores of one class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassMetrics {
+    /// The label.
+    pub label: String,
+    /// Precision.
+    pub precision: f64,
+    /// Recall.
+    pub recall: f64,
+    /// F1.
+    pub f1: f64,
+    /// Examples of this class in the evaluated set.
+    pub support: u64,
+}
+
+/// Classification metrics on one evaluated set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Examples evaluated.
+    pub n: u64,
+    /// Fraction classified correctly.
+    pub accuracy: f64,
+    /// Unweighted mean of per-class precision.
+    pub macro_precision: f64,
+    /// Unweighted mean of per-class recall.
+    pub macro_recall: f64,
+    /// Unweighted mean of per-class F1.
+    pub macro_f1: f64,
+    /// Per-class scores, in label order.
+    pub per_class: Vec<ClassMetrics>,
+    /// `confusion[true][predicted]`, in label order.
+    pub confusion: Vec<Vec<u64>>,
+}
+
+/// Validation metrics of the head and of the from-scratch baseline on the same set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// The head on frozen backbone features.
+    pub head: Metrics,
+    /// The from-scratch baseline (TF-IDF + softmax regression).
+    pub baseline: Option<Metrics>,
+}
+
+/// `manifest.json` of a head artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Artifact format version.
+    pub format: u32,
+    /// Task name.
+    pub task: String,
+    /// Version within the task, assigned by the store (0 before storing).
+    pub version: u64,
+    /// Class labels, index = output unit.
+    pub labels: Vec<String>,
+    /// Architecture.
+    pub head: HeadKind,
+    /// Input width.
+    pub input_dim: usize,
+    /// The backbone the features came from.
+    pub backbone: BackboneRef,
+    /// Training options, as the trainer recorded them.
+    #[serde(default)]
+    pub training: serde_json::Value,
+    /// Hash of the training data.
+    #[serde(default)]
+    pub dataset_hash: String,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// Validation metrics.
+    #[serde(default)]
+    pub metrics: Option<Evaluation>,
+}
+
+/// Now, as RFC 3339.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

@@ -1,0 +1,105 @@
+//! The live set of heads: an atomically swapped map from task to its active artifact.
+//! Readers take an `Arc` snapshot and keep it for a whole request; a swap never blocks
+//! them and never changes what an in-flight request sees.
+use std::{collections::HashMap, sync::Arc};
+
+use arc_swap::ArcSwap;
+
+use crate::{BackboneRef, FsHeadStore, HeadArtifact, Result};
+
+/// Task name -> active head.
+pub type HeadMap = HashMap<String, Arc<HeadArtifact>>;
+
+/// What one [`HeadRegistry::sync`] changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Tasks whose live version changed (or appeared), with the new version.
+    pub swapped: Vec<(String, u64)>,
+    /// Tasks that left the live set.
+    pub removed: Vec<String>,
+    /// Tasks whose active version could not be loaded; their old head keeps serving.
+    pub errors: Vec<(String, String)>,
+}
+
+/// The live, swappable set of heads for one backbone.
+#[derive(Debug)]
+pub struct HeadRegistry {
+    heads: ArcSwap<HeadMap>,
+    backbone: BackboneRef,
+}
+
+impl HeadRegistry {
+    /// An empty registry for heads of `backbone`.
+    pub fn new(backbone: BackboneRef) -> HeadRegistry {
+        HeadRegistry {
+            heads: ArcSwap::from_pointee(HashMap::new()),
+            backbone,
+        }
+    }
+
+    /// The backbone heads must match.
+    pub fn backbone(&self) -> &BackboneRef {
+        &self.backbone
+    }
+
+    /// The live head of `task`.
+    pub fn get(&self, task: &str) -> Option<Arc<HeadArtifact>> {
+        self.heads.load().get(task).cloned()
+    }
+
+    /// A snapshot of every live head.
+    pub fn snapshot(&self) -> Arc<HeadMap> {
+        self.heads.load_full()
+    }
+
+    /// Makes `artifact` the live head of its task, after checking it fits the backbone.
+    pub fn insert(&self, artifact: HeadArtifact) -> Result<()> {
+        artifact.check_backbone(&self.backbone)?;
+        let artifact = Arc::new(artifact);
+        let task = artifact.manifest.task.clone();
+        self.heads.rcu(|map| {
+            let mut map = HeadMap::clone(map);
+            map.insert(task.clone(), artifact.clone());
+            map
+        });
+        Ok(())
+    }
+
+    /// Takes `task` out of the live set.
+    pub fn remove(&self, task: &str) {
+        self.heads.rcu(|map| {
+            let mut map = HeadMap::clone(map);
+            map.remove(task);
+            map
+        });
+    }
+
+    /// Brings the live set in line with the store's active pointers: loads every
+    /// active version that differs from the live one, drops tasks the store no longer
+    /// has. A version that fails to load or to match the backbone is reported and the
+    /// previous live head keeps serving.
+    pub fn sync(&self, store: &FsHeadStore) -> Result<SyncReport> {
+        let mut report = SyncReport::default();
+        let live = self.snapshot();
+        let tasks = store.tasks()?;
+        for task in &tasks {
+            let Some(version) = store.active(task)? else {
+                continue;
+            };
+            if live.get(task).map(|h| h.manifest.version) == Some(version) {
+                continue;
+            }
+            match store.load(task, version).and_then(|a| self.insert(a)) {
+                Ok(()) => report.swapped.push((task.clone(), version)),
+                Err(e) => report.errors.push((task.clone(), e.to_string())),
+            }
+        }
+        for task in live.keys() {
+            if !tasks.contains(task) || store.active(task)?.is_none() {
+                self.remove(task);
+                report.removed.push(task.clone());
+            }
+        }
+        Ok(report)
+    }
+}

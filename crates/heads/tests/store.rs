@@ -1,0 +1,234 @@
+//! The filesystem store and the registry: atomicity, refusal of bad artifacts,
+//! activation and rollback.
+use std::fs;
+
+use polyhead_heads::{
+    BackboneRef, Dense, Error, FailPoint, FsHeadStore, Head, HeadArtifact, HeadKind, HeadRegistry,
+    Manifest, FORMAT_VERSION,
+};
+
+fn backbone() -> BackboneRef {
+    BackboneRef {
+        name: "test".into(),
+        fingerprint: "fp-1".into(),
+        dim: 3,
+    }
+}
+
+/// A linear head whose weights carry `marker`, so versions are distinguishable.
+fn artifact(task: &str, marker: f32) -> HeadArtifact {
+    let layer = Dense {
+        weight: vec![marker, 0.0, 0.0, 0.0, 1.0, 0.0],
+        bias: vec![0.0, 0.0],
+        input: 3,
+        out: 2,
+    };
+    let labels = vec!["ham".to_string(), "spam".to_string()];
+    let head = Head::new(HeadKind::Linear, vec![layer], labels.clone()).unwrap();
+    let manifest = Manifest {
+        format: FORMAT_VERSION,
+        task: task.into(),
+        version: 0,
+        labels,
+        head: HeadKind::Linear,
+        input_dim: 3,
+        backbone: backbone(),
+        training: serde_json::Value::Null,
+        dataset_hash: String::new(),
+        created_at: "2026-01-01T00:00:00Z".into(),
+        metrics: None,
+    };
+    HeadArtifact { manifest, head }
+}
+
+fn store() -> (tempfile::TempDir, FsHeadStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsHeadStore::open(dir.path()).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn put_load_roundtrip_and_versions_increase() {
+    let (_d, s) = store();
+    assert_eq!(s.put_and_activate(&artifact("spam", 1.0), true).unwrap(), 1);
+    assert_eq!(
+        s.put_and_activate(&artifact("spam", 2.0), false).unwrap(),
+        2
+    );
+    assert_eq!(s.versions("spam").unwrap(), vec![1, 2]);
+    assert_eq!(s.active("spam").unwrap(), Some(1));
+    let loaded = s.load("spam", 2).unwrap();
+    assert_eq!(loaded.head.layers()[0].weight[0], 2.0);
+    assert_eq!(loaded.manifest.version, 2);
+    assert_eq!(s.tasks().unwrap(), vec!["spam".to_string()]);
+}
+
+#[test]
+fn rollback_restores_previous_version() {
+    let (_d, s) = store();
+    for m in [1.0, 2.0, 3.0] {
+        s.put_and_activate(&artifact("t", m), true).unwrap();
+    }
+    assert_eq!(s.active("t").unwrap(), Some(3));
+    assert_eq!(s.rollback("t").unwrap(), 2);
+    assert_eq!(s.active("t").unwrap(), Some(2));
+    assert_eq!(s.rollback("t").unwrap(), 1);
+    assert!(matches!(s.rollback("t"), Err(Error::NothingToRollBack(_))));
+    assert_eq!(s.active("t").unwrap(), Some(1));
+    s.activate("t", 3).unwrap();
+    assert_eq!(s.rollback("t").unwrap(), 1);
+}
+
+#[test]
+fn crash_before_version_rename_leaves_store_as_it_was() {
+    let (_d, mut s) = store();
+    s.put_and_activate(&artifact("t", 1.0), true).unwrap();
+    s.fail_at(Some(FailPoint::BeforeVersionRename));
+    assert!(matches!(
+        s.put_and_activate(&artifact("t", 2.0), true),
+        Err(Error::Injected(_))
+    ));
+    // A fresh process opening the store sees the old state; the temp debris is ignored.
+    let s = FsHeadStore::open(s.root()).unwrap();
+    assert_eq!(s.versions("t").unwrap(), vec![1]);
+    assert_eq!(s.active("t").unwrap(), Some(1));
+    assert_eq!(s.put_and_activate(&artifact("t", 3.0), true).unwrap(), 2);
+}
+
+#[test]
+fn crash_between_write_and_activate_keeps_old_version_active() {
+    let (_d, mut s) = store();
+    s.put_and_activate(&artifact("t", 1.0), true).unwrap();
+    for point in [FailPoint::BeforeActivate, FailPoint::BeforePointerRename] {
+        s.fail_at(Some(point));
+        assert!(s.put_and_activate(&artifact("t", 2.0), true).is_err());
+        s.fail_at(None);
+        let reopened = FsHeadStore::open(s.root()).unwrap();
+        assert_eq!(reopened.active("t").unwrap(), Some(1), "{point:?}");
+        assert_eq!(
+            reopened.load("t", 1).unwrap().head.layers()[0].weight[0],
+            1.0
+        );
+    }
+}
+
+#[test]
+fn corrupt_artifacts_are_refused_and_active_stays() {
+    let (_d, s) = store();
+    s.put_and_activate(&artifact("t", 1.0), true).unwrap();
+    let registry = HeadRegistry::new(backbone());
+    registry.sync(&s).unwrap();
+    let good = artifact("t", 2.0);
+    let manifest = good.manifest_json();
+    let weights = good.safetensors().unwrap();
+
+    let truncated = HeadArtifact::decode(&manifest, &weights[..weights.len() - 7]).unwrap_err();
+    assert!(
+        truncated.to_string().contains("head.safetensors"),
+        "{truncated}"
+    );
+    let garbage = HeadArtifact::decode(b"{not json", &weights).unwrap_err();
+    assert!(garbage.to_string().contains("manifest.json"), "{garbage}");
+
+    // NaN in the stored weights: patch the first f32 after the safetensors header.
+    let mut nan = weights.clone();
+    let header = u64::from_le_bytes(nan[..8].try_into().unwrap()) as usize;
+    nan[8 + header..12 + header].copy_from_slice(&f32::NAN.to_le_bytes());
+    let err = HeadArtifact::decode(&manifest, &nan).unwrap_err();
+    assert!(err.to_string().contains("NaN"), "{err}");
+
+    let mut other = artifact("t", 2.0);
+    other.manifest.backbone.fingerprint = "fp-other".into();
+    let err = registry.insert(other.clone()).unwrap_err();
+    assert!(matches!(err, Error::FingerprintMismatch { .. }), "{err}");
+
+    let mut dup = good.manifest.clone();
+    dup.labels = vec!["a".into(), "a".into()];
+    let err = HeadArtifact::decode(&serde_json::to_vec(&dup).unwrap(), &weights).unwrap_err();
+    assert!(err.to_string().contains("duplicate label"), "{err}");
+
+    // A wrong-fingerprint version in the store and a corrupted file on disk: sync
+    // reports them and the live head stays version 1.
+    let v2 = s.put_and_activate(&other, true).unwrap();
+    let report = registry.sync(&s).unwrap();
+    assert_eq!(report.errors.len(), 1, "{report:?}");
+    assert_eq!(registry.get("t").unwrap().manifest.version, 1);
+    s.activate("t", 1).unwrap();
+    let v3 = s.put(&artifact("t", 3.0)).unwrap();
+    fs::write(
+        s.root()
+            .join("t")
+            .join(v3.to_string())
+            .join("head.safetensors"),
+        b"trunc",
+    )
+    .unwrap();
+    assert!(s.activate("t", v3).is_err());
+    assert_eq!(s.active("t").unwrap(), Some(1));
+    assert!(v2 < v3);
+}
+
+#[test]
+fn path_tricks_are_refused() {
+    let (_d, s) = store();
+    for bad in ["", "../x", "a/b", "A", "-x", ".hidden", &"a".repeat(65)] {
+        assert!(
+            matches!(s.versions(bad), Err(Error::InvalidTaskName(_))),
+            "{bad:?}"
+        );
+        let mut a = artifact("ok", 1.0);
+        a.manifest.task = bad.to_string();
+        assert!(s.put(&a).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn concurrent_writers_get_distinct_versions() {
+    let (_d, s) = store();
+    let s = std::sync::Arc::new(s);
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                (0..5)
+                    .map(|j| s.put(&artifact("c", (i * 10 + j) as f32)).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=20).collect::<Vec<_>>());
+}
+
+#[test]
+fn delete_task_removes_everything() {
+    let (_d, s) = store();
+    s.put_and_activate(&artifact("gone", 1.0), true).unwrap();
+    s.put(&artifact("gone", 2.0)).unwrap();
+    assert_eq!(s.delete_task("gone").unwrap(), 2);
+    assert!(s.tasks().unwrap().is_empty());
+    assert!(matches!(s.delete_task("gone"), Err(Error::TaskNotFound(_))));
+    let registry = HeadRegistry::new(backbone());
+    assert!(registry.sync(&s).unwrap().swapped.is_empty());
+}
+
+#[test]
+fn registry_snapshot_survives_swap() {
+    let (_d, s) = store();
+    s.put_and_activate(&artifact("t", 1.0), true).unwrap();
+    let registry = HeadRegistry::new(backbone());
+    registry.sync(&s).unwrap();
+    let held = registry.get("t").unwrap();
+    s.put_and_activate(&artifact("t", 2.0), true).unwrap();
+    let report = registry.sync(&s).unwrap();
+    assert_eq!(report.swapped, vec![("t".to_string(), 2)]);
+    assert_eq!(
+        held.manifest.version, 1,
+        "an in-flight snapshot keeps its version"
+    );
+    assert_eq!(registry.get("t").unwrap().manifest.version, 2);
+}
