@@ -1,0 +1,118 @@
+//! `polyhead`: one binary for serving, training, evaluating, embedding and benchmarking.
+mod bench;
+mod embed;
+mod tasks;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use polyhead_server::Settings;
+
+/// polyhead: one frozen text encoder, many hot-swappable task heads.
+#[derive(Debug, Parser)]
+#[command(name = "polyhead", version, about)]
+struct Cli {
+    /// TOML config file (layered over the defaults; env POLYHEAD__SECTION__KEY wins over it).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the backbone's description as one JSON object.
+    Info(BackboneArgs),
+    /// Embed texts: one per line on stdin, one JSON object per line on stdout.
+    Embed(BackboneArgs),
+    /// Measure backbone throughput (texts/s) on a file of texts.
+    Bench(bench::BenchArgs),
+    /// Train a head on labelled data, evaluate it against the baseline, store it.
+    Train(tasks::TrainArgs),
+    /// Evaluate a stored head on labelled data.
+    Eval(tasks::EvalArgs),
+    /// List the store's tasks.
+    Tasks(tasks::StoreArg),
+    /// Make a stored version active.
+    Activate(tasks::VersionArgs),
+    /// Re-activate the previously active version.
+    Rollback(tasks::VersionArgs),
+}
+
+/// Flags that override `[backbone]` settings.
+#[derive(Debug, Clone, Args, Default)]
+pub struct BackboneArgs {
+    /// Checkpoint folder (backbone.model_dir).
+    #[arg(long, value_name = "DIR")]
+    model: Option<PathBuf>,
+    /// f32 or bf16 (backbone.dtype).
+    #[arg(long)]
+    dtype: Option<String>,
+    /// cpu, cuda or cuda:N (backbone.device).
+    #[arg(long)]
+    device: Option<String>,
+    /// Most texts per forward pass (backbone.batch_size).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Intra-op threads, 0 = all cores (backbone.threads).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+impl BackboneArgs {
+    /// `(key, value)` overrides for [`Settings::load`].
+    pub fn overrides(&self) -> Vec<(&'static str, String)> {
+        let mut o = Vec::new();
+        if let Some(v) = &self.model {
+            o.push(("backbone.model_dir", v.display().to_string()));
+        }
+        if let Some(v) = &self.dtype {
+            o.push(("backbone.dtype", v.clone()));
+        }
+        if let Some(v) = &self.device {
+            o.push(("backbone.device", v.clone()));
+        }
+        if let Some(v) = self.batch_size {
+            o.push(("backbone.batch_size", v.to_string()));
+        }
+        if let Some(v) = self.threads {
+            o.push(("backbone.threads", v.to_string()));
+        }
+        o
+    }
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("POLYHEAD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let load = |o: &[(&str, String)]| Settings::load(cli.config.as_deref(), o);
+    match &cli.command {
+        Command::Info(a) => embed::info(&load(&a.overrides())?),
+        Command::Embed(a) => embed::embed(&load(&a.overrides())?),
+        Command::Bench(a) => bench::run(&load(&a.backbone.overrides())?, a),
+        Command::Train(a) => tasks::train(
+            &load(&[a.backbone.overrides(), a.store.overrides()].concat())?,
+            a,
+        ),
+        Command::Eval(a) => tasks::eval(
+            &load(&[a.backbone.overrides(), a.store.overrides()].concat())?,
+            a,
+        ),
+        Command::Tasks(a) => tasks::tasks(&load(&a.overrides())?),
+        Command::Activate(a) => tasks::activate(&load(&a.store.overrides())?, a),
+        Command::Rollback(a) => tasks::rollback(&load(&a.store.overrides())?, a),
+    }
+}

@@ -1,0 +1,289 @@
+//! `polyhead train`, `eval`, `tasks`, `activate`, `rollback`: the store and the
+//! trainer from the command line.
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use polyhead_backbone::EncoderHandle;
+use polyhead_heads::{FsHeadStore, Metrics};
+use polyhead_server::Settings;
+use polyhead_trainer::{
+    evaluate_head, train_task, Dataset, FeatureCache, Progress, TrainOptions, TrainRequest,
+};
+use serde_json::json;
+
+use crate::BackboneArgs;
+
+/// `--store DIR`.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArg {
+    /// Head store folder (store.dir).
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+}
+
+impl StoreArg {
+    /// The override, if given.
+    pub fn overrides(&self) -> Vec<(&'static str, String)> {
+        self.store
+            .iter()
+            .map(|s| ("store.dir", s.display().to_string()))
+            .collect()
+    }
+}
+
+/// Arguments of `polyhead train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Task name (^[a-z0-9][a-z0-9_-]{0,63}$).
+    #[arg(long)]
+    pub task: String,
+    /// Training data: .jsonl rows {"text","label"} or .csv with a text,label header.
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// Validation data (default: a stratified split of --data).
+    #[arg(long, value_name = "FILE")]
+    pub valid: Option<PathBuf>,
+    /// Held-out test data: evaluated at the end for head and baseline, never trained on.
+    #[arg(long, value_name = "FILE")]
+    pub test: Option<PathBuf>,
+    /// linear or mlp.
+    #[arg(long, default_value = "linear")]
+    pub head: String,
+    /// Seed of initialisation, shuffling, dropout and split.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Most epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// AdamW learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Store the version but leave the active one alone.
+    #[arg(long)]
+    pub no_activate: bool,
+    /// Activate only if the head's validation accuracy reaches this.
+    #[arg(long, value_name = "ACC")]
+    pub min_accuracy: Option<f64>,
+    /// Print one JSON object instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArg,
+    #[command(flatten)]
+    pub backbone: BackboneArgs,
+}
+
+/// Arguments of `polyhead eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Task name.
+    #[arg(long)]
+    pub task: String,
+    /// Labelled data (.jsonl or .csv).
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// Version to evaluate (default: the active one).
+    #[arg(long)]
+    pub version: Option<u64>,
+    /// Print one JSON object (the default output is JSON too, pretty-printed).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArg,
+    #[command(flatten)]
+    pub backbone: BackboneArgs,
+}
+
+/// Arguments of `polyhead activate` / `rollback` / `tasks`.
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// Task name.
+    #[arg(long)]
+    pub task: String,
+    /// Version (activate only).
+    #[arg(long)]
+    pub version: Option<u64>,
+    #[command(flatten)]
+    pub store: StoreArg,
+}
+
+fn open_store(settings: &Settings) -> Result<FsHeadStore> {
+    FsHeadStore::open(&settings.store.dir)
+        .with_context(|| format!("opening store {}", settings.store.dir.display()))
+}
+
+fn spawn_encoder(settings: &Settings) -> Result<EncoderHandle> {
+    EncoderHandle::spawn(&settings.backbone.model_dir, &settings.encoder_options())
+        .context("loading the backbone")
+}
+
+fn load(path: &PathBuf) -> Result<Dataset> {
+    Ok(Dataset::load(path)?)
+}
+
+/// `polyhead train`.
+pub fn train(settings: &Settings, a: &TrainArgs) -> Result<()> {
+    let mut options = TrainOptions {
+        head: a.head.parse()?,
+        ..Default::default()
+    };
+    if let Some(s) = a.seed {
+        options.seed = s;
+    }
+    if let Some(e) = a.epochs {
+        options.max_epochs = e;
+    }
+    if let Some(lr) = a.lr {
+        options.learning_rate = lr;
+    }
+    let req = TrainRequest {
+        task: a.task.clone(),
+        train: load(&a.data)?,
+        valid: a.valid.as_ref().map(load).transpose()?,
+        test: a.test.as_ref().map(load).transpose()?,
+        options,
+    };
+    polyhead_heads::validate_task_name(&req.task)?;
+    let store = open_store(settings)?;
+    let encoder = spawn_encoder(settings)?;
+    let cache = FeatureCache::new(settings.feature_cache_dir());
+    let quiet = a.json;
+    let (artifact, report) = train_task(&encoder, &cache, &req, &mut |p| {
+        if !quiet {
+            match p {
+                Progress::Stage { name } => eprintln!("[train] {name}"),
+                Progress::Epoch(e) if e.epoch % 10 == 0 => eprintln!(
+                    "[train] epoch {:3}  train loss {:.4}  valid loss {:.4}  valid acc {:.4}",
+                    e.epoch, e.train_loss, e.validation_loss, e.validation_accuracy
+                ),
+                Progress::Epoch(_) => {}
+            }
+        }
+    })?;
+    let passes = a
+        .min_accuracy
+        .is_none_or(|min| report.validation.head.accuracy >= min);
+    let activate = !a.no_activate && passes;
+    let version = store.put_and_activate(&artifact, activate)?;
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "task": report.task, "version": version, "activated": activate,
+                "head": report.validation.head, "baseline": report.validation.baseline,
+                "test": report.test, "epochs": report.epochs, "n_train": report.n_train,
+                "n_valid": report.n_valid, "feature_cache": report.feature_cache, "timings": report.timings,
+            })
+        );
+    } else {
+        let line = |name: &str, m: &Metrics| {
+            eprintln!(
+                "  {name:<9} accuracy {:.4}  macro-F1 {:.4}  (n={})",
+                m.accuracy, m.macro_f1, m.n
+            )
+        };
+        eprintln!(
+            "task {} version {version}{}",
+            report.task,
+            if activate {
+                " (active)"
+            } else {
+                " (stored, not active)"
+            }
+        );
+        eprintln!(" validation:");
+        line("head", &report.validation.head);
+        if let Some(b) = &report.validation.baseline {
+            line("baseline", b);
+        }
+        if let Some(t) = &report.test {
+            eprintln!(" test:");
+            line("head", &t.head);
+            if let Some(b) = &t.baseline {
+                line("baseline", b);
+            }
+        }
+        eprintln!(
+            " {:.2}s total ({} epochs, {} cached / {} embedded texts)",
+            report.timings.total_s,
+            report.epochs,
+            report.feature_cache.hits,
+            report.feature_cache.misses
+        );
+        if !passes {
+            eprintln!(" not activated: validation accuracy below --min-accuracy");
+        }
+    }
+    Ok(())
+}
+
+/// `polyhead eval`.
+pub fn eval(settings: &Settings, a: &EvalArgs) -> Result<()> {
+    let store = open_store(settings)?;
+    let version = match a.version {
+        Some(v) => v,
+        None => store
+            .active(&a.task)?
+            .with_context(|| format!("task {:?} has no active version", a.task))?,
+    };
+    let artifact = store.load(&a.task, version)?;
+    let data = load(&a.data)?;
+    let encoder = spawn_encoder(settings)?;
+    let m = evaluate_head(
+        &encoder,
+        &FeatureCache::new(settings.feature_cache_dir()),
+        &artifact,
+        &data,
+    )?;
+    let out = json!({
+        "task": a.task, "version": version, "labels": artifact.head.labels(), "n": m.n,
+        "accuracy": m.accuracy, "macro_precision": m.macro_precision, "macro_recall": m.macro_recall,
+        "macro_f1": m.macro_f1, "per_class": m.per_class, "confusion": m.confusion,
+    });
+    println!(
+        "{}",
+        if a.json {
+            out.to_string()
+        } else {
+            serde_json::to_string_pretty(&out)?
+        }
+    );
+    Ok(())
+}
+
+/// `polyhead tasks`: one JSON object per task.
+pub fn tasks(settings: &Settings) -> Result<()> {
+    let store = open_store(settings)?;
+    for task in store.tasks()? {
+        let active = store.active(&task)?;
+        let versions = store.versions(&task)?;
+        let (labels, kind) = match active.map(|v| store.load(&task, v)).transpose() {
+            Ok(Some(a)) => (a.head.labels().to_vec(), a.manifest.head.name().to_string()),
+            Ok(None) => (Vec::new(), String::new()),
+            Err(e) => (Vec::new(), format!("unreadable: {e}")),
+        };
+        println!(
+            "{}",
+            json!({ "task": task, "active_version": active, "versions": versions, "labels": labels, "head": kind })
+        );
+    }
+    Ok(())
+}
+
+/// `polyhead activate`.
+pub fn activate(settings: &Settings, a: &VersionArgs) -> Result<()> {
+    let Some(version) = a.version else {
+        bail!("--version is required")
+    };
+    open_store(settings)?.activate(&a.task, version)?;
+    println!("{}", json!({ "task": a.task, "active_version": version }));
+    Ok(())
+}
+
+/// `polyhead rollback`.
+pub fn rollback(settings: &Settings, a: &VersionArgs) -> Result<()> {
+    let version = open_store(settings)?.rollback(&a.task)?;
+    println!("{}", json!({ "task": a.task, "active_version": version }));
+    Ok(())
+}

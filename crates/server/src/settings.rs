@@ -1,0 +1,249 @@
+//! polyhead's configuration, in layers (later wins): compiled-in defaults
+//! (`defaults.toml`) -> optional TOML file -> `POLYHEAD__SECTION__KEY` environment
+//! variables -> command-line overrides. Validated once, with errors that name the key.
+use std::{net::SocketAddr, path::PathBuf};
+
+use config::{Config, Environment, File, FileFormat};
+use polyhead_backbone::{Device, Dtype, EncoderOptions};
+use serde::{Deserialize, Serialize};
+
+/// The compiled-in defaults.
+pub const DEFAULTS: &str = include_str!("defaults.toml");
+
+/// Invalid or unreadable configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The layers could not be read or merged, or a key has the wrong type.
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value is out of range.
+    #[error("configuration: {key}: {msg}")]
+    Invalid {
+        /// The offending key, `section.key`.
+        key: &'static str,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+/// `[backbone]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackboneSettings {
+    /// Checkpoint folder.
+    pub model_dir: PathBuf,
+    /// `cpu`, `cuda`, `cuda:N`.
+    pub device: String,
+    /// `f32` or `bf16`.
+    pub dtype: String,
+    /// Intra-op threads (0 = all cores).
+    pub threads: usize,
+    /// Most texts per forward pass.
+    pub batch_size: usize,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// Filesystem store folder.
+    pub dir: PathBuf,
+    /// Poll interval of the store watcher.
+    pub poll_ms: u64,
+}
+
+/// `[train]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSettings {
+    /// Feature cache folder.
+    pub feature_cache_dir: PathBuf,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// gRPC listen address.
+    pub addr: String,
+    /// Prometheus listen address.
+    pub metrics_addr: String,
+    /// Whether inference RPCs are open (else they need the admin token).
+    pub open_inference: bool,
+    /// Most texts per request.
+    pub max_texts: usize,
+    /// Most bytes per text.
+    pub max_text_bytes: usize,
+    /// Largest gRPC message.
+    pub max_message_bytes: usize,
+    /// Token budget of one batch.
+    pub max_batch_tokens: usize,
+    /// Longest a request waits for batch company.
+    pub max_wait_ms: u64,
+    /// Requests in flight before RESOURCE_EXHAUSTED.
+    pub max_in_flight: usize,
+    /// Per-request deadline.
+    pub request_timeout_ms: u64,
+    /// Embedding cache bytes.
+    pub cache_bytes: usize,
+    /// TLS certificate (PEM), empty = plaintext.
+    pub tls_cert: String,
+    /// TLS key (PEM).
+    pub tls_key: String,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Bearer token of the Registry service.
+    pub token: String,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `[backbone]`
+    pub backbone: BackboneSettings,
+    /// `[store]`
+    pub store: StoreSettings,
+    /// `[train]`
+    pub train: TrainSettings,
+    /// `[server]`
+    pub server: ServerSettings,
+    /// `[admin]`
+    pub admin: AdminSettings,
+}
+
+impl Settings {
+    /// Loads defaults, then `file`, then the environment, then `overrides`
+    /// (`("section.key", value)` pairs from flags), and validates the result.
+    pub fn load(
+        file: Option<&std::path::Path>,
+        overrides: &[(&str, String)],
+    ) -> Result<Settings, SettingsError> {
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        if let Some(path) = file {
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
+        }
+        builder = builder.add_source(
+            Environment::with_prefix("POLYHEAD")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        for (key, value) in overrides {
+            builder = builder.set_override(*key, value.as_str())?;
+        }
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |key, msg: String| Err(SettingsError::Invalid { key, msg });
+        if let Err(e) = self.backbone.device.parse::<Device>() {
+            return invalid("backbone.device", e.to_string());
+        }
+        if let Err(e) = self.backbone.dtype.parse::<Dtype>() {
+            return invalid("backbone.dtype", e.to_string());
+        }
+        if self.backbone.batch_size == 0 {
+            return invalid("backbone.batch_size", "must be at least 1".into());
+        }
+        for (key, addr) in [
+            ("server.addr", &self.server.addr),
+            ("server.metrics_addr", &self.server.metrics_addr),
+        ] {
+            if addr.parse::<SocketAddr>().is_err() {
+                return invalid(
+                    key,
+                    format!("{addr:?} is not HOST:PORT (an IP address and port)"),
+                );
+            }
+        }
+        for (key, v) in [
+            ("server.max_texts", self.server.max_texts),
+            ("server.max_text_bytes", self.server.max_text_bytes),
+            ("server.max_message_bytes", self.server.max_message_bytes),
+            ("server.max_batch_tokens", self.server.max_batch_tokens),
+            ("server.max_in_flight", self.server.max_in_flight),
+        ] {
+            if v == 0 {
+                return invalid(key, "must be at least 1".into());
+            }
+        }
+        if self.server.tls_cert.is_empty() != self.server.tls_key.is_empty() {
+            return invalid(
+                "server.tls_cert",
+                "set both tls_cert and tls_key, or neither".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The feature cache folder: `train.feature_cache_dir`, or `<store.dir>/.feature-cache`.
+    pub fn feature_cache_dir(&self) -> PathBuf {
+        if self.train.feature_cache_dir.as_os_str().is_empty() {
+            self.store.dir.join(".feature-cache")
+        } else {
+            self.train.feature_cache_dir.clone()
+        }
+    }
+
+    /// Encoder options from `[backbone]` (already validated).
+    pub fn encoder_options(&self) -> EncoderOptions {
+        let mut o = EncoderOptions::default();
+        o.device(self.backbone.device.parse().unwrap_or(Device::Cpu))
+            .dtype(self.backbone.dtype.parse().unwrap_or(Dtype::F32))
+            .threads(self.backbone.threads)
+            .batch_size(self.backbone.batch_size);
+        o
+    }
+
+    /// The effective configuration as TOML-like JSON (for `--print-config`), with the
+    /// admin token masked.
+    pub fn to_redacted_json(&self) -> String {
+        let mut s = self.clone();
+        if !s.admin.token.is_empty() {
+            s.admin.token = "<set>".into();
+        }
+        serde_json::to_string_pretty(&s).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_parse_and_validate() {
+        let s = Settings::load(None, &[]).unwrap();
+        assert_eq!(s.backbone.dtype, "f32");
+        assert!(s.server.max_texts > 0);
+    }
+
+    #[test]
+    fn overrides_win_and_are_validated() {
+        let s = Settings::load(None, &[("backbone.dtype", "bf16".into())]).unwrap();
+        assert_eq!(s.backbone.dtype, "bf16");
+        let err = Settings::load(None, &[("backbone.dtype", "fp8".into())]).unwrap_err();
+        assert!(err.to_string().contains("backbone.dtype"), "{err}");
+        let err = Settings::load(None, &[("server.addr", "nowhere".into())]).unwrap_err();
+        assert!(err.to_string().contains("server.addr"), "{err}");
+    }
+
+    #[test]
+    fn file_layer_and_unknown_keys() {
+        let dir = std::env::temp_dir().join(format!("polyhead-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(&f, "[server]\nmax_texts = 7\n").unwrap();
+        assert_eq!(Settings::load(Some(&f), &[]).unwrap().server.max_texts, 7);
+        std::fs::write(&f, "[server]\nmax_txts = 7\n").unwrap();
+        let err = Settings::load(Some(&f), &[]).unwrap_err();
+        assert!(err.to_string().contains("max_txts"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,257 @@
+//! Labelled datasets: JSONL rows `{"text": ..., "label": ...}` or CSV with a
+//! `text,label` header. Every problem is reported with its line number.
+use std::path::Path;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::{error::io, Error, Result};
+
+/// One labelled text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Example {
+    /// The text.
+    pub text: String,
+    /// Its label.
+    pub label: String,
+    /// 1-based line it came from (0 when built in memory).
+    pub line: usize,
+}
+
+/// Labelled examples in file order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dataset {
+    /// The examples.
+    pub examples: Vec<Example>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRow {
+    text: serde_json::Value,
+    label: serde_json::Value,
+}
+
+impl Dataset {
+    /// Builds a dataset from `(text, label)` pairs, checking each as a file row would be.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Result<Dataset> {
+        let mut examples = Vec::new();
+        for (i, (text, label)) in pairs.into_iter().enumerate() {
+            let ex = Example {
+                text,
+                label,
+                line: i + 1,
+            };
+            check(&ex).map_err(|msg| Error::Dataset(format!("example {}: {msg}", i + 1)))?;
+            examples.push(ex);
+        }
+        Ok(Dataset { examples })
+    }
+
+    /// Reads a `.jsonl`/`.json` or `.csv` file (by extension).
+    pub fn load(path: &Path) -> Result<Dataset> {
+        let bytes = std::fs::read(path).map_err(io(path))?;
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let ds = match ext.as_str() {
+            "jsonl" | "json" | "ndjson" => Self::parse_jsonl(&bytes, path)?,
+            "csv" => Self::parse_csv(&bytes, path)?,
+            _ => {
+                return Err(Error::Dataset(format!(
+                    "{}: unknown format {ext:?} (use .jsonl or .csv)",
+                    path.display()
+                )))
+            }
+        };
+        if ds.examples.is_empty() {
+            return Err(Error::Dataset(format!(
+                "{} has no examples",
+                path.display()
+            )));
+        }
+        Ok(ds)
+    }
+
+    fn parse_jsonl(bytes: &[u8], path: &Path) -> Result<Dataset> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| Error::Dataset(format!("{}: not UTF-8: {e}", path.display())))?;
+        let mut examples = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let row_err = |msg: String| Error::Row {
+                path: path.to_owned(),
+                line,
+                msg,
+            };
+            if raw.trim().is_empty() {
+                continue;
+            }
+            let row: JsonRow =
+                serde_json::from_str(raw).map_err(|e| row_err(format!("invalid row: {e}")))?;
+            let text =
+                as_string(row.text).ok_or_else(|| row_err("\"text\" must be a string".into()))?;
+            let label = as_string(row.label)
+                .ok_or_else(|| row_err("\"label\" must be a string or number".into()))?;
+            let ex = Example { text, label, line };
+            check(&ex).map_err(row_err)?;
+            examples.push(ex);
+        }
+        Ok(Dataset { examples })
+    }
+
+    fn parse_csv(bytes: &[u8], path: &Path) -> Result<Dataset> {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .from_reader(bytes);
+        let header_err = |msg: String| Error::Row {
+            path: path.to_owned(),
+            line: 1,
+            msg,
+        };
+        let headers = reader
+            .headers()
+            .map_err(|e| header_err(e.to_string()))?
+            .clone();
+        let col = |name: &str| headers.iter().position(|h| h.trim() == name);
+        let (Some(t), Some(l)) = (col("text"), col("label")) else {
+            return Err(header_err(format!(
+                "header must have text and label columns, has {headers:?}"
+            )));
+        };
+        let mut examples = Vec::new();
+        for record in reader.records() {
+            let record = record.map_err(|e| {
+                let line = e.position().map_or(0, |p| p.line() as usize);
+                Error::Row {
+                    path: path.to_owned(),
+                    line,
+                    msg: e.to_string(),
+                }
+            })?;
+            let line = record.position().map_or(0, |p| p.line() as usize);
+            let ex = Example {
+                text: record.get(t).unwrap_or_default().to_owned(),
+                label: record.get(l).unwrap_or_default().trim().to_owned(),
+                line,
+            };
+            check(&ex).map_err(|msg| Error::Row {
+                path: path.to_owned(),
+                line,
+                msg,
+            })?;
+            examples.push(ex);
+        }
+        Ok(Dataset { examples })
+    }
+
+    /// Sorted distinct labels.
+    pub fn labels(&self) -> Vec<String> {
+        let mut labels: Vec<String> = self.examples.iter().map(|e| e.label.clone()).collect();
+        labels.sort();
+        labels.dedup();
+        labels
+    }
+
+    /// The texts, in order.
+    pub fn texts(&self) -> Vec<String> {
+        self.examples.iter().map(|e| e.text.clone()).collect()
+    }
+
+    /// sha256 of every (text, label) in order: identifies the training data.
+    pub fn hash(&self) -> String {
+        let mut h = Sha256::new();
+        for e in &self.examples {
+            for part in [&e.text, &e.label] {
+                h.update((part.len() as u64).to_le_bytes());
+                h.update(part.as_bytes());
+            }
+        }
+        hex::encode(&h.finalize()[..16])
+    }
+}
+
+fn as_string(v: serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn check(ex: &Example) -> std::result::Result<(), String> {
+    if ex.text.trim().is_empty() {
+        return Err("empty text".into());
+    }
+    if ex.label.trim().is_empty() {
+        return Err("empty label".into());
+    }
+    if ex.label.len() > 256 {
+        return Err("label longer than 256 bytes".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, body: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        (dir, p)
+    }
+
+    fn err(name: &str, body: &str) -> String {
+        let (_d, p) = write(name, body);
+        Dataset::load(&p).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn jsonl_and_csv_parse() {
+        let (_d, p) = write(
+            "a.jsonl",
+            "{\"text\":\"hi\",\"label\":\"x\"}\n\n{\"text\":\"yo\",\"label\":2}\n",
+        );
+        let ds = Dataset::load(&p).unwrap();
+        assert_eq!(ds.labels(), vec!["2", "x"]);
+        assert_eq!(ds.examples[1].line, 3);
+        let (_d, p) = write(
+            "a.csv",
+            "label,text\nx,\"hello, world\"\ny,\"multi\nline\"\n",
+        );
+        let ds = Dataset::load(&p).unwrap();
+        assert_eq!(ds.examples[0].text, "hello, world");
+        assert_eq!(ds.examples[1].text, "multi\nline");
+    }
+
+    #[test]
+    fn malformed_rows_name_their_line() {
+        let e = err(
+            "a.jsonl",
+            "{\"text\":\"ok\",\"label\":\"x\"}\n{\"text\":\"ok\"\n",
+        );
+        assert!(e.contains("a.jsonl:2:"), "{e}");
+        let e = err(
+            "a.jsonl",
+            "{\"text\":\"ok\",\"label\":\"x\"}\n{\"text\":\"  \",\"label\":\"x\"}\n",
+        );
+        assert!(e.contains(":2: empty text"), "{e}");
+        let e = err("a.jsonl", "{\"text\":[1],\"label\":\"x\"}\n");
+        assert!(e.contains(":1:") && e.contains("text"), "{e}");
+        let e = err("a.jsonl", "{\"text\":\"a\",\"label\":\"x\",\"extra\":1}\n");
+        assert!(e.contains(":1:") && e.contains("extra"), "{e}");
+        let e = err("a.csv", "text,label\nfine,x\n,y\n");
+        assert!(e.contains("a.csv:3: empty text"), "{e}");
+        let e = err("a.csv", "text,label\nfine,x\ntoo,many,fields\n");
+        assert!(e.contains("a.csv:3:"), "{e}");
+        let e = err("a.csv", "body,label\nfine,x\n");
+        assert!(e.contains(":1:") && e.contains("text and label"), "{e}");
+        let e = err("a.txt", "x");
+        assert!(e.contains("unknown format"), "{e}");
+    }
+}

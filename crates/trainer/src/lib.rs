@@ -1,0 +1,29 @@
+//! Training polyhead heads on frozen backbone features, and judging them against a
+//! from-scratch baseline trained on the same examples.
+//!
+//! - [`Dataset`]: JSONL / CSV loading with line-numbered errors.
+//! - [`FeatureCache`]: backbone features cached on disk by fingerprint + text hash.
+//! - [`train_task`]: split, train the head (tch, AdamW, early stopping), train the
+//!   TF-IDF baseline, evaluate both, build the artifact.
+//! - [`evaluate_head`]: metrics of a stored head on labelled data.
+#![deny(missing_docs)]
+
+mod baseline;
+mod dataset;
+mod error;
+mod features;
+mod metrics;
+mod options;
+mod pipeline;
+mod split;
+mod train;
+
+pub use baseline::{Baseline, Tfidf};
+pub use dataset::{Dataset, Example};
+pub use error::{Error, Result};
+pub use features::{CacheStats, FeatureCache};
+pub use metrics::{argmax_rows, evaluate};
+pub use options::{HeadChoice, TrainOptions};
+pub use pipeline::{evaluate_head, train_task, Progress, Timings, TrainReport, TrainRequest};
+pub use split::stratified_split;
+pub use train::{class_weights, train_head, EpochReport, Split};

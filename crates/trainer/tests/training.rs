@@ -1,0 +1,185 @@
+//! Training behaviour: determinism, error cases, cache reuse, end to end on the real
+//! backbone with a small dataset.
+use std::path::PathBuf;
+
+use polyhead_backbone::{EncoderHandle, EncoderOptions};
+use polyhead_trainer::{
+    train_head, train_task, Dataset, Error, FeatureCache, HeadChoice, Split, TrainOptions,
+    TrainRequest,
+};
+
+/// Two Gaussian-ish blobs in 8 dims, deterministic.
+fn blobs(n: usize) -> (Vec<f32>, Vec<usize>) {
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    for i in 0..n {
+        let c = i % 2;
+        for d in 0..8 {
+            let noise = (((i * 31 + d * 17) % 13) as f32 - 6.0) / 10.0;
+            x.push(if d == c { 2.0 } else { 0.0 } + noise);
+        }
+        y.push(c);
+    }
+    (x, y)
+}
+
+fn fit(o: &TrainOptions) -> polyhead_heads::Head {
+    let (x, y) = blobs(80);
+    let (xv, yv) = blobs(20);
+    let labels = vec!["a".to_string(), "b".to_string()];
+    let (head, history) = train_head(
+        &Split {
+            features: &x,
+            labels: &y,
+        },
+        &Split {
+            features: &xv,
+            labels: &yv,
+        },
+        8,
+        &labels,
+        o,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(!history.is_empty());
+    head
+}
+
+#[test]
+fn same_seed_gives_identical_weights() {
+    for head in [HeadChoice::Linear, HeadChoice::Mlp] {
+        let o = TrainOptions {
+            head,
+            max_epochs: 30,
+            seed: 7,
+            ..Default::default()
+        };
+        let a = fit(&o);
+        let b = fit(&o);
+        assert_eq!(a, b, "{head:?}: same seed must give bit-identical weights");
+        let c = fit(&TrainOptions {
+            seed: 8,
+            ..o.clone()
+        });
+        assert_ne!(a, c, "{head:?}: another seed should give other weights");
+    }
+}
+
+#[test]
+fn learns_separable_blobs() {
+    let head = fit(&TrainOptions::default());
+    let (x, y) = blobs(20);
+    let correct = x.chunks(8).zip(&y).filter(|(r, &c)| {
+        let p = head.predict(r).unwrap();
+        usize::from(p[1] > p[0]) == c
+    });
+    assert!(correct.count() >= 19);
+}
+
+fn model_dir() -> PathBuf {
+    std::env::var_os("POLYHEAD_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2")
+        })
+}
+
+fn pairs(rows: &[(&str, &str)]) -> Dataset {
+    Dataset::from_pairs(rows.iter().map(|(t, l)| (t.to_string(), l.to_string()))).unwrap()
+}
+
+fn small() -> Dataset {
+    let spam = [
+        "WIN a FREE iPhone now",
+        "cheap meds online, no prescription",
+        "You won $1000, claim your prize",
+        "Hot singles in your area",
+        "Lowest mortgage rates, act now",
+        "Earn money from home fast",
+        "Limited offer: 90% discount on watches",
+        "Click here to claim your reward",
+    ];
+    let ham = [
+        "Can we meet tomorrow at 10?",
+        "Here are the notes from the design review",
+        "Lunch on Friday?",
+        "The build is green again after the fix",
+        "Please review my pull request",
+        "Happy birthday, see you tonight",
+        "Minutes of the quarterly planning meeting",
+        "Your flight itinerary for next week",
+    ];
+    let mut rows: Vec<(&str, &str)> = spam.iter().map(|t| (*t, "spam")).collect();
+    rows.extend(ham.iter().map(|t| (*t, "ham")));
+    pairs(&rows)
+}
+
+#[test]
+fn end_to_end_on_real_backbone_with_cache() {
+    let encoder = EncoderHandle::spawn(model_dir(), &EncoderOptions::default())
+        .expect("backbone (run scripts/setup.sh)");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = FeatureCache::new(dir.path());
+    let req = TrainRequest {
+        task: "spam".into(),
+        train: small(),
+        valid: None,
+        test: Some(pairs(&[
+            ("Claim your free prize now!!!", "spam"),
+            ("Agenda for Monday's standup", "ham"),
+        ])),
+        options: TrainOptions {
+            max_epochs: 100,
+            ..Default::default()
+        },
+    };
+    let (artifact, report) = train_task(&encoder, &cache, &req, &mut |_| {}).unwrap();
+    assert_eq!(report.feature_cache.hits, 0);
+    assert_eq!(artifact.manifest.labels, vec!["ham", "spam"]);
+    assert_eq!(
+        artifact.manifest.backbone.fingerprint,
+        encoder.info().fingerprint
+    );
+    assert!(report.validation.baseline.is_some());
+    let test = report.test.as_ref().unwrap();
+    assert_eq!(test.head.accuracy, 1.0, "{test:?}");
+    // Second run: every feature comes from the cache, and the result is identical.
+    let (again, report2) = train_task(&encoder, &cache, &req, &mut |_| {}).unwrap();
+    assert_eq!(report2.feature_cache.misses, 0);
+    assert_eq!(report2.feature_cache.hits, 18);
+    assert_eq!(again.head, artifact.head);
+}
+
+#[test]
+fn label_only_in_validation_is_an_error() {
+    let encoder = EncoderHandle::spawn(model_dir(), &EncoderOptions::default()).unwrap();
+    let req = TrainRequest {
+        task: "t".into(),
+        train: small(),
+        valid: Some(pairs(&[("hello", "ham"), ("buy now", "promo")])),
+        test: None,
+        options: TrainOptions::default(),
+    };
+    let err = train_task(&encoder, &FeatureCache::disabled(), &req, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, Error::Dataset(_)), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("validation line 2") && msg.contains("promo"),
+        "{msg}"
+    );
+
+    let bad_name = TrainRequest {
+        task: "../x".into(),
+        valid: None,
+        ..req.clone()
+    };
+    assert!(train_task(&encoder, &FeatureCache::disabled(), &bad_name, &mut |_| {}).is_err());
+    let one_label = TrainRequest {
+        train: pairs(&[("a", "x"), ("b", "x")]),
+        valid: None,
+        ..req
+    };
+    let err = train_task(&encoder, &FeatureCache::disabled(), &one_label, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("at least 2 labels"), "{err}");
+}
