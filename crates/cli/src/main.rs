@@ -1,5 +1,6 @@
 //! `polyhead`: one binary for serving, training, evaluating, embedding and benchmarking.
 mod bench;
+mod client;
 mod embed;
 mod tasks;
 
@@ -22,6 +23,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the gRPC server (Inference + admin Registry, health, reflection, metrics).
+    Serve(client::ServeArgs),
+    /// Classify texts with a running server.
+    Classify(client::ClassifyArgs),
     /// Print the backbone's description as one JSON object.
     Info(BackboneArgs),
     /// Embed texts: one per line on stdin, one JSON object per line on stdout.
@@ -100,6 +105,8 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     let load = |o: &[(&str, String)]| Settings::load(cli.config.as_deref(), o);
     match &cli.command {
+        Command::Serve(a) => client::serve(load(&a.overrides())?, a),
+        Command::Classify(a) => client::classify(a),
         Command::Info(a) => embed::info(&load(&a.overrides())?),
         Command::Embed(a) => embed::embed(&load(&a.overrides())?),
         Command::Bench(a) => bench::run(&load(&a.backbone.overrides())?, a),

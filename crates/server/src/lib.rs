@@ -1,10 +1,28 @@
-//! polyhead's server: configuration, gRPC services, request batching across tasks,
-//! embedding cache, metrics, admin auth and the store watcher.
+//! polyhead's server: configuration, the gRPC services (`Inference`, admin
+//! `Registry`, health, reflection), request batching across tasks, the embedding
+//! cache, Prometheus metrics, bearer-token auth and the store watcher.
+//!
+//! [`serve`] runs it all; [`Settings`] is the layered configuration.
 #![deny(missing_docs)]
 
+mod admin;
+mod auth;
+mod batcher;
+mod cache;
+mod convert;
+mod engine;
+mod inference;
+pub mod metrics;
+mod serve;
 mod settings;
+mod status;
 
+pub use batcher::{BatchLimits, Batcher};
+pub use cache::EmbeddingCache;
+pub use engine::Engine;
+pub use serve::{serve, ServeError};
 pub use settings::{
     AdminSettings, BackboneSettings, ServerSettings, Settings, SettingsError, StoreSettings,
     TrainSettings, DEFAULTS,
 };
+pub use status::ServerError;

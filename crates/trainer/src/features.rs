@@ -26,6 +26,9 @@ pub struct FeatureCache {
     dir: Option<PathBuf>,
 }
 
+/// Texts per model-thread job when filling the cache.
+const EMBED_CHUNK: usize = 128;
+
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl FeatureCache {
@@ -66,10 +69,12 @@ impl FeatureCache {
                 None => missing.push(i),
             }
         }
-        if !missing.is_empty() {
-            let batch: Vec<String> = missing.iter().map(|&i| texts[i].clone()).collect();
+        // Chunks keep each model-thread job short, so a server's inference requests
+        // interleave with a training job instead of waiting behind all of it.
+        for chunk in missing.chunks(EMBED_CHUNK) {
+            let batch: Vec<String> = chunk.iter().map(|&i| texts[i].clone()).collect();
             let emb = encoder.embed_blocking(batch)?;
-            for (row, &i) in emb.rows().zip(&missing) {
+            for (row, &i) in emb.rows().zip(chunk) {
                 data[i * dim..(i + 1) * dim].copy_from_slice(row);
                 if let Some(p) = self.path(&namespace, &texts[i]) {
                     write_row(&p, row)?;

@@ -1,0 +1,266 @@
+//! The `Registry` service (admin): upload, train, activate, roll back, delete. Every
+//! change goes through the store first, then the live set is swapped to match.
+use std::sync::Arc;
+
+use metrics::counter;
+use polyhead_api::v1::{
+    registry_server::Registry, train_progress::Event, ActivateVersionRequest, DeleteTaskRequest,
+    DeleteTaskResponse, EpochReport, ListVersionsRequest, ListVersionsResponse,
+    RegisterHeadRequest, RegisterHeadResponse, RollbackRequest, TrainHeadRequest, TrainProgress,
+    TrainResult, VersionInfo, VersionResponse,
+};
+use polyhead_heads::{validate_task_name, HeadArtifact};
+use polyhead_trainer::{train_task, Progress, TrainRequest};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    convert::{dataset, metrics_msg, train_options},
+    inference::{observe, ready, ReadyEngine},
+    metrics as m, Engine, ServerError,
+};
+
+/// Implements `polyhead.v1.Registry`.
+#[derive(Debug, Clone)]
+pub struct RegistryService {
+    engine: ReadyEngine,
+}
+
+impl RegistryService {
+    /// A service answering UNAVAILABLE until `engine` is set.
+    pub fn new(engine: ReadyEngine) -> Self {
+        RegistryService { engine }
+    }
+}
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    engine: &Arc<Engine>,
+    f: impl FnOnce(&Engine) -> Result<T, ServerError> + Send + 'static,
+) -> Result<T, ServerError> {
+    let engine = engine.clone();
+    tokio::task::spawn_blocking(move || f(&engine))
+        .await
+        .map_err(|e| ServerError::Internal(e.to_string()))?
+}
+
+fn active_version(engine: &Engine, task: &str) -> Result<VersionResponse, ServerError> {
+    let active = engine.store.active(task)?.unwrap_or(0);
+    Ok(VersionResponse {
+        task: task.to_owned(),
+        active_version: active,
+    })
+}
+
+fn send(tx: &mpsc::Sender<Result<TrainProgress, Status>>, event: Event) {
+    let _ = tx.blocking_send(Ok(TrainProgress { event: Some(event) }));
+}
+
+#[tonic::async_trait]
+impl Registry for RegistryService {
+    async fn register_head(
+        &self,
+        request: Request<RegisterHeadRequest>,
+    ) -> Result<Response<RegisterHeadResponse>, Status> {
+        let req = request.into_inner();
+        observe("RegisterHead", "", async {
+            let engine = ready(&self.engine)?;
+            let artifact = HeadArtifact::decode(&req.manifest_json, &req.safetensors)?;
+            artifact.check_backbone(engine.registry.backbone())?;
+            let activate = req.activate;
+            let task = artifact.manifest.task.clone();
+            let version = blocking(&engine, move |e| {
+                e.change_store(|s| Ok(s.put_and_activate(&artifact, activate)?))
+            })
+            .await?;
+            Ok(RegisterHeadResponse {
+                task,
+                version,
+                activated: activate,
+            })
+        })
+        .await
+    }
+
+    type TrainHeadStream = ReceiverStream<Result<TrainProgress, Status>>;
+
+    async fn train_head(
+        &self,
+        request: Request<TrainHeadRequest>,
+    ) -> Result<Response<Self::TrainHeadStream>, Status> {
+        let req = request.into_inner();
+        let engine = ready(&self.engine)?;
+        let checked = (|| -> Result<TrainRequest, ServerError> {
+            validate_task_name(&req.task)?;
+            let valid = if req.validation.is_empty() {
+                None
+            } else {
+                Some(dataset(&req.validation)?)
+            };
+            Ok(TrainRequest {
+                task: req.task.clone(),
+                train: dataset(&req.examples)?,
+                valid,
+                test: None,
+                options: train_options(req.options.as_ref())?,
+            })
+        })();
+        let treq = match checked {
+            Ok(t) => t,
+            Err(e) => {
+                counter!(m::TRAIN_JOBS, "outcome" => "invalid").increment(1);
+                return Err(e.into());
+            }
+        };
+        let (tx, rx) = mpsc::channel(256);
+        let (activate, min_acc) = (req.activate, f64::from(req.min_validation_accuracy));
+        tokio::spawn(async move {
+            let _one_at_a_time = engine.train_lock.lock().await;
+            let job_tx = tx.clone();
+            let job = blocking(&engine, move |e| {
+                send(&job_tx, Event::Stage("features".into()));
+                let (artifact, report) = train_task(&e.encoder, &e.feature_cache, &treq, &mut |p| match p {
+                    Progress::Stage { name } => send(&job_tx, Event::Stage(name)),
+                    Progress::Epoch(r) => send(
+                        &job_tx,
+                        Event::Epoch(EpochReport {
+                            epoch: r.epoch as u32,
+                            train_loss: r.train_loss as f32,
+                            validation_loss: r.validation_loss as f32,
+                            validation_accuracy: r.validation_accuracy as f32,
+                        }),
+                    ),
+                })?;
+                let passes = report.validation.head.accuracy >= min_acc;
+                let activated = activate && passes;
+                let version = e.change_store(|s| Ok(s.put_and_activate(&artifact, activated)?))?;
+                let note = if activate && !passes {
+                    format!(
+                        "not activated: validation accuracy {:.4} < min_validation_accuracy {min_acc:.4}",
+                        report.validation.head.accuracy
+                    )
+                } else {
+                    String::new()
+                };
+                Ok(TrainResult {
+                    task: report.task.clone(),
+                    version,
+                    activated,
+                    head_metrics: Some(metrics_msg(&report.validation.head)),
+                    baseline_metrics: report.validation.baseline.as_ref().map(metrics_msg),
+                    note,
+                })
+            })
+            .await;
+            let outcome = match &job {
+                Ok(r) if r.activated || !activate => "ok",
+                Ok(_) => "rejected",
+                Err(_) => "failed",
+            };
+            counter!(m::TRAIN_JOBS, "outcome" => outcome).increment(1);
+            let msg = job
+                .map(|r| TrainProgress {
+                    event: Some(Event::Done(r)),
+                })
+                .map_err(Status::from);
+            let _ = tx.send(msg).await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn activate_version(
+        &self,
+        request: Request<ActivateVersionRequest>,
+    ) -> Result<Response<VersionResponse>, Status> {
+        let req = request.into_inner();
+        observe("ActivateVersion", "", async {
+            let engine = ready(&self.engine)?;
+            blocking(&engine, move |e| {
+                e.change_store(|s| Ok(s.activate(&req.task, req.version)?))?;
+                active_version(e, &req.task)
+            })
+            .await
+        })
+        .await
+    }
+
+    async fn rollback(
+        &self,
+        request: Request<RollbackRequest>,
+    ) -> Result<Response<VersionResponse>, Status> {
+        let req = request.into_inner();
+        observe("Rollback", "", async {
+            let engine = ready(&self.engine)?;
+            blocking(&engine, move |e| {
+                e.change_store(|s| Ok(s.rollback(&req.task)?))?;
+                active_version(e, &req.task)
+            })
+            .await
+        })
+        .await
+    }
+
+    async fn delete_task(
+        &self,
+        request: Request<DeleteTaskRequest>,
+    ) -> Result<Response<DeleteTaskResponse>, Status> {
+        let req = request.into_inner();
+        observe("DeleteTask", "", async {
+            let engine = ready(&self.engine)?;
+            let task = req.task.clone();
+            let n = blocking(&engine, move |e| {
+                e.change_store(|s| Ok(s.delete_task(&task)?))
+            })
+            .await?;
+            Ok(DeleteTaskResponse {
+                task: req.task,
+                versions_deleted: n as u64,
+            })
+        })
+        .await
+    }
+
+    async fn list_versions(
+        &self,
+        request: Request<ListVersionsRequest>,
+    ) -> Result<Response<ListVersionsResponse>, Status> {
+        let req = request.into_inner();
+        observe("ListVersions", "", async {
+            let engine = ready(&self.engine)?;
+            blocking(&engine, move |e| {
+                let versions = e.store.versions(&req.task)?;
+                if versions.is_empty() {
+                    return Err(ServerError::NotFound(format!(
+                        "task {:?} not found",
+                        req.task
+                    )));
+                }
+                let active = e.store.active(&req.task)?;
+                let infos = versions
+                    .into_iter()
+                    .map(|v| {
+                        let manifest = e.store.load(&req.task, v).ok().map(|a| a.manifest);
+                        let metrics = manifest.as_ref().and_then(|m| m.metrics.clone());
+                        VersionInfo {
+                            version: v,
+                            active: active == Some(v),
+                            created_at: manifest.map(|m| m.created_at).unwrap_or_default(),
+                            head_metrics: metrics.as_ref().map(|m| metrics_msg(&m.head)),
+                            baseline_metrics: metrics
+                                .as_ref()
+                                .and_then(|m| m.baseline.as_ref())
+                                .map(metrics_msg),
+                        }
+                    })
+                    .collect();
+                Ok(ListVersionsResponse {
+                    task: req.task,
+                    versions: infos,
+                })
+            })
+            .await
+        })
+        .await
+    }
+}

@@ -1,0 +1,54 @@
+//! Conversions between library types and protobuf messages.
+use polyhead_api::v1 as pb;
+
+/// `Metrics` message of a head's or baseline's metrics.
+pub fn metrics_msg(m: &polyhead_heads::Metrics) -> pb::Metrics {
+    pb::Metrics {
+        accuracy: m.accuracy,
+        macro_precision: m.macro_precision,
+        macro_recall: m.macro_recall,
+        macro_f1: m.macro_f1,
+        n: m.n,
+    }
+}
+
+/// Training options from the request (zero / empty fields keep the defaults).
+pub fn train_options(
+    o: Option<&pb::TrainOptions>,
+) -> Result<polyhead_trainer::TrainOptions, polyhead_trainer::Error> {
+    let mut out = polyhead_trainer::TrainOptions::default();
+    let Some(o) = o else { return Ok(out) };
+    out.head = o.head_kind.parse()?;
+    if o.seed != 0 {
+        out.seed = o.seed;
+    }
+    if o.max_epochs != 0 {
+        out.max_epochs = o.max_epochs as usize;
+    }
+    if o.learning_rate != 0.0 {
+        out.learning_rate = f64::from(o.learning_rate);
+    }
+    if o.weight_decay != 0.0 {
+        out.weight_decay = f64::from(o.weight_decay);
+    }
+    if o.validation_fraction != 0.0 {
+        out.validation_fraction = f64::from(o.validation_fraction);
+    }
+    if o.hidden_dim != 0 {
+        out.hidden_dim = o.hidden_dim as usize;
+    }
+    if o.dropout != 0.0 {
+        out.dropout = f64::from(o.dropout);
+    }
+    out.validate()?;
+    Ok(out)
+}
+
+/// A dataset from request examples.
+pub fn dataset(
+    examples: &[pb::Example],
+) -> Result<polyhead_trainer::Dataset, polyhead_trainer::Error> {
+    polyhead_trainer::Dataset::from_pairs(
+        examples.iter().map(|e| (e.text.clone(), e.label.clone())),
+    )
+}

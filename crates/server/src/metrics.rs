@@ -1,0 +1,114 @@
+//! Prometheus metrics: names, descriptions, buckets, and the exporter on its own port.
+use std::{net::SocketAddr, time::Duration};
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+/// Requests by rpc, task and status code.
+pub const REQUESTS: &str = "polyhead_requests_total";
+/// Request latency.
+pub const REQUEST_DURATION: &str = "polyhead_request_duration_seconds";
+/// Time a request's texts waited in the batch queue.
+pub const QUEUE_WAIT: &str = "polyhead_queue_wait_seconds";
+/// Texts per backbone batch.
+pub const BATCH_SIZE: &str = "polyhead_batch_size";
+/// Padded tokens per backbone batch.
+pub const BATCH_TOKENS: &str = "polyhead_batch_tokens";
+/// Backbone forward time per batch.
+pub const FORWARD: &str = "polyhead_backbone_forward_seconds";
+/// Texts run through the backbone.
+pub const BACKBONE_TEXTS: &str = "polyhead_backbone_texts_total";
+/// Embedding cache hits.
+pub const CACHE_HITS: &str = "polyhead_embedding_cache_hits_total";
+/// Embedding cache misses.
+pub const CACHE_MISSES: &str = "polyhead_embedding_cache_misses_total";
+/// Active head version per task.
+pub const HEAD_VERSION: &str = "polyhead_head_active_version";
+/// Head swaps per task.
+pub const HEAD_SWAPS: &str = "polyhead_head_swaps_total";
+/// Tasks with a live head.
+pub const TASKS_LOADED: &str = "polyhead_tasks_loaded";
+/// Training jobs by outcome.
+pub const TRAIN_JOBS: &str = "polyhead_train_jobs_total";
+/// Requests being processed.
+pub const IN_FLIGHT: &str = "polyhead_in_flight_requests";
+/// Requests refused because the in-flight limit was reached.
+pub const SHED: &str = "polyhead_requests_shed_total";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+const TOKEN_BUCKETS: &[f64] = &[
+    16.0, 64.0, 256.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0,
+];
+
+/// Installs the global recorder and serves `/metrics` on `addr` (needs a tokio runtime).
+pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::BuildError> {
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), SIZE_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(BATCH_TOKENS.into()), TOKEN_BUCKETS)?
+        .install()?;
+    describe();
+    Ok(())
+}
+
+fn describe() {
+    describe_counter!(REQUESTS, "gRPC requests by rpc, task and status code");
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "gRPC request latency by rpc and task"
+    );
+    describe_histogram!(
+        QUEUE_WAIT,
+        Unit::Seconds,
+        "time from enqueue to the start of the backbone batch"
+    );
+    describe_histogram!(
+        BATCH_SIZE,
+        Unit::Count,
+        "texts per backbone batch (all tasks together)"
+    );
+    describe_histogram!(
+        BATCH_TOKENS,
+        Unit::Count,
+        "padded tokens per backbone batch"
+    );
+    describe_histogram!(FORWARD, Unit::Seconds, "backbone forward time per batch");
+    describe_counter!(BACKBONE_TEXTS, "texts run through the backbone");
+    describe_counter!(CACHE_HITS, "embedding cache hits");
+    describe_counter!(CACHE_MISSES, "embedding cache misses");
+    describe_gauge!(HEAD_VERSION, "active head version per task");
+    describe_counter!(HEAD_SWAPS, "live head swaps per task");
+    describe_gauge!(TASKS_LOADED, "tasks with a live head");
+    describe_counter!(TRAIN_JOBS, "TrainHead jobs by outcome");
+    describe_gauge!(IN_FLIGHT, "requests being processed");
+    describe_counter!(
+        SHED,
+        "requests refused with RESOURCE_EXHAUSTED by the in-flight limit"
+    );
+}
+
+/// Records one finished request.
+pub fn request(rpc: &'static str, task: &str, code: tonic::Code, elapsed: Duration) {
+    let code = format!("{code:?}");
+    counter!(REQUESTS, "rpc" => rpc, "task" => task.to_owned(), "code" => code).increment(1);
+    histogram!(REQUEST_DURATION, "rpc" => rpc, "task" => task.to_owned())
+        .record(elapsed.as_secs_f64());
+}
+
+/// Records a swap of `task` to `version`.
+pub fn swapped(task: &str, version: u64) {
+    counter!(HEAD_SWAPS, "task" => task.to_owned()).increment(1);
+    gauge!(HEAD_VERSION, "task" => task.to_owned()).set(version as f64);
+}
+
+/// Records that `task` left the live set.
+pub fn removed(task: &str) {
+    gauge!(HEAD_VERSION, "task" => task.to_owned()).set(0.0);
+}

@@ -1,0 +1,204 @@
+//! Server start-up and shutdown. The gRPC port opens at once with health NOT_SERVING
+//! (so orchestrators can probe it); the backbone loads and warms on its own thread;
+//! then the engine is published, the store watcher starts, and health turns SERVING.
+//! SIGTERM/SIGINT: health goes NOT_SERVING, the listener stops accepting, in-flight
+//! requests finish, and `serve` returns Ok.
+use std::{
+    net::SocketAddr,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use polyhead_api::v1::{inference_server::InferenceServer, registry_server::RegistryServer};
+use polyhead_backbone::EncoderHandle;
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Identity, Server, ServerTlsConfig},
+};
+use tonic_health::ServingStatus;
+
+use crate::{
+    admin::RegistryService, auth::BearerAuth, inference::InferenceService, metrics as m, Engine,
+    Settings,
+};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// An address, file or port problem.
+    #[error("{0}")]
+    Setup(String),
+    /// The backbone could not be loaded.
+    #[error("loading the backbone: {0}")]
+    Backbone(#[from] polyhead_backbone::Error),
+    /// The engine could not be built (store unreadable, ...).
+    #[error("starting the engine: {0}")]
+    Engine(String),
+    /// The transport failed.
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+const SERVICES: [&str; 3] = ["", "polyhead.v1.Inference", "polyhead.v1.Registry"];
+
+/// Runs the server until SIGTERM/SIGINT.
+pub async fn serve(settings: Settings) -> Result<(), ServeError> {
+    let addr: SocketAddr = settings
+        .server
+        .addr
+        .parse()
+        .map_err(|e| ServeError::Setup(format!("server.addr: {e}")))?;
+    let metrics_addr: SocketAddr = settings
+        .server
+        .metrics_addr
+        .parse()
+        .map_err(|e| ServeError::Setup(format!("server.metrics_addr: {e}")))?;
+    m::install(metrics_addr)
+        .map_err(|e| ServeError::Setup(format!("metrics exporter on {metrics_addr}: {e}")))?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for s in SERVICES {
+        health
+            .set_service_status(s, ServingStatus::NotServing)
+            .await;
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(polyhead_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Setup(format!("reflection: {e}")))?;
+
+    let engine: Arc<OnceLock<Arc<Engine>>> = Arc::new(OnceLock::new());
+    let limit = settings.server.max_message_bytes;
+    let inference = InterceptedService::new(
+        InferenceServer::new(InferenceService::new(engine.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+        BearerAuth::new(&settings.admin.token, !settings.server.open_inference),
+    );
+    let registry = InterceptedService::new(
+        RegistryServer::new(RegistryService::new(engine.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+        BearerAuth::new(&settings.admin.token, true),
+    );
+
+    let mut builder = Server::builder().timeout(Duration::from_millis(
+        settings.server.request_timeout_ms.max(1),
+    ));
+    if !settings.server.tls_cert.is_empty() {
+        let read = |p: &str| std::fs::read(p).map_err(|e| ServeError::Setup(format!("{p}: {e}")));
+        let identity = Identity::from_pem(
+            read(&settings.server.tls_cert)?,
+            read(&settings.server.tls_key)?,
+        );
+        builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServeError::Setup(format!("binding {addr}: {e}")))?;
+    tracing::info!(%addr, %metrics_addr, "listening (NOT_SERVING until the backbone is warm)");
+
+    let (failed_tx, failed_rx) = oneshot::channel::<ServeError>();
+    tokio::spawn(start_engine(settings, engine, health.clone(), failed_tx));
+    let (stop_tx, stop_rx) = oneshot::channel::<Option<ServeError>>();
+    let health_on_stop = health.clone();
+    tokio::spawn(async move {
+        let failure = tokio::select! {
+            _ = shutdown_signal() => None,
+            Ok(e) = failed_rx => Some(e),
+        };
+        for s in SERVICES {
+            health_on_stop
+                .set_service_status(s, ServingStatus::NotServing)
+                .await;
+        }
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = stop_tx.send(failure);
+    });
+    let (failure_tx, failure_rx) = oneshot::channel();
+    builder
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(inference)
+        .add_service(registry)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            let failure = stop_rx.await.ok().flatten();
+            let _ = failure_tx.send(failure);
+        })
+        .await?;
+    tracing::info!("stopped");
+    match failure_rx.await {
+        Ok(Some(e)) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+async fn start_engine(
+    settings: Settings,
+    slot: Arc<OnceLock<Arc<Engine>>>,
+    health: tonic_health::server::HealthReporter,
+    failed: oneshot::Sender<ServeError>,
+) {
+    let poll = Duration::from_millis(settings.store.poll_ms.max(50));
+    let loaded = tokio::task::spawn_blocking(move || {
+        let encoder =
+            EncoderHandle::spawn(&settings.backbone.model_dir, &settings.encoder_options())?;
+        Ok::<_, ServeError>((encoder, settings))
+    })
+    .await;
+    let (encoder, settings) = match loaded {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return drop(failed.send(e)),
+        Err(e) => return drop(failed.send(ServeError::Engine(e.to_string()))),
+    };
+    let info = encoder.info().clone();
+    let engine = match Engine::new(encoder, settings) {
+        Ok(e) => Arc::new(e),
+        Err(e) => return drop(failed.send(ServeError::Engine(e.to_string()))),
+    };
+    let _ = slot.set(engine.clone());
+    for s in SERVICES {
+        health.set_service_status(s, ServingStatus::Serving).await;
+    }
+    tracing::info!(
+        backbone = %info.name, fingerprint = %info.fingerprint, dtype = %info.dtype, device = %info.device,
+        tasks = engine.registry.snapshot().len(), "SERVING"
+    );
+    // Heads written to the store by other processes go live within one poll.
+    let mut tick = tokio::time::interval(poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let e = engine.clone();
+        match tokio::task::spawn_blocking(move || e.sync_store()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "store sync failed"),
+            Err(err) => tracing::warn!(error = %err, "store sync panicked"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
