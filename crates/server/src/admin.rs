@@ -93,6 +93,13 @@ impl Registry for RegistryService {
         let engine = ready(&self.engine)?;
         let checked = (|| -> Result<TrainRequest, ServerError> {
             validate_task_name(&req.task)?;
+            let train = dataset(&req.examples)?;
+            if train.labels().len() < 2 {
+                return Err(ServerError::InvalidArgument(format!(
+                    "examples need at least 2 distinct labels, found {:?}",
+                    train.labels()
+                )));
+            }
             let valid = if req.validation.is_empty() {
                 None
             } else {
@@ -100,7 +107,7 @@ impl Registry for RegistryService {
             };
             Ok(TrainRequest {
                 task: req.task.clone(),
-                train: dataset(&req.examples)?,
+                train,
                 valid,
                 test: None,
                 options: train_options(req.options.as_ref())?,

@@ -209,6 +209,7 @@ impl Baseline {
         let mut order: Vec<usize> = (0..xt.len()).collect();
         let (mut best, mut best_model, mut stale) = (f64::INFINITY, model.clone(), 0);
         let mut grads = vec![0f32; n_params];
+        let mut total_steps = 0;
         for _ in 0..o.max_epochs {
             order.shuffle(&mut rng);
             for batch in order.chunks(o.batch_size) {
@@ -233,6 +234,7 @@ impl Baseline {
                     o.learning_rate as f32,
                     o.weight_decay as f32,
                 );
+                total_steps += 1;
             }
             let loss = if xv.is_empty() {
                 model.loss(&xt, train.1)
@@ -243,7 +245,7 @@ impl Baseline {
                 (best, best_model, stale) = (loss, model.clone(), 0);
             } else {
                 stale += 1;
-                if stale >= o.patience {
+                if stale >= o.patience && total_steps >= o.min_steps {
                     break;
                 }
             }

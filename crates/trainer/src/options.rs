@@ -43,8 +43,11 @@ pub struct TrainOptions {
     pub max_epochs: usize,
     /// Examples per optimiser step.
     pub batch_size: usize,
-    /// Stop after this many epochs without a lower validation loss.
+    /// Stop after this many epochs without a lower validation loss...
     pub patience: usize,
+    /// ...but never before this many optimiser steps: on a few dozen examples an
+    /// epoch is one step, and stopping after `patience` steps would stop untrained.
+    pub min_steps: usize,
     /// Seed of initialisation, shuffling, dropout and the split.
     pub seed: u64,
     /// Share of each class held out for validation when no validation set is given.
@@ -68,6 +71,7 @@ impl Default for TrainOptions {
             max_epochs: 200,
             batch_size: 64,
             patience: 10,
+            min_steps: 300,
             seed: 42,
             validation_fraction: 0.2,
             class_weighting: true,

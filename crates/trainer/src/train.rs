@@ -119,6 +119,7 @@ pub fn train_head(
     let mut order: Vec<i64> = (0..train.labels.len() as i64).collect();
     let (mut best, mut best_vars, mut stale) = (f64::INFINITY, snapshot(&vs), 0);
     let mut history = Vec::new();
+    let mut total_steps = 0;
     for epoch in 1..=o.max_epochs {
         order.shuffle(&mut rng);
         let (mut sum, mut steps) = (0.0, 0);
@@ -135,6 +136,7 @@ pub fn train_head(
             opt.backward_step(&loss);
             sum += loss.double_value(&[]);
             steps += 1;
+            total_steps += 1;
         }
         let (validation_loss, validation_accuracy) = tch::no_grad(|| {
             if valid.labels.is_empty() {
@@ -161,7 +163,7 @@ pub fn train_head(
             (best, best_vars, stale) = (validation_loss, snapshot(&vs), 0);
         } else {
             stale += 1;
-            if stale >= o.patience {
+            if stale >= o.patience && total_steps >= o.min_steps {
                 break;
             }
         }

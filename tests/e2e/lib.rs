@@ -1,0 +1,268 @@
+//! Harness for the end-to-end tests: starts the real `polyhead serve` binary on free
+//! loopback ports with a temporary store, and hands out gRPC clients.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use polyhead_api::v1::{inference_client::InferenceClient, registry_client::RegistryClient};
+use tonic::{
+    metadata::MetadataValue, service::interceptor::InterceptedService, transport::Channel, Request,
+    Status,
+};
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+};
+
+pub const TOKEN: &str = "e2e-admin-token";
+
+/// The workspace root (where `models/` and `target/` are).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `polyhead` binary under test: `POLYHEAD_BIN`, or the workspace's release build.
+pub fn binary() -> PathBuf {
+    let bin = std::env::var_os("POLYHEAD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/release/polyhead"));
+    assert!(
+        bin.exists(),
+        "{} missing: run scripts/test.sh (it builds it) or cargo build --release",
+        bin.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running server process; killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub metrics_addr: String,
+    pub store: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts a server on a fresh temporary store, with extra `POLYHEAD__...` env.
+    pub fn start(env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().to_owned();
+        let mut s = Server::start_on(&store, env);
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Starts a server on `store`.
+    pub fn start_on(store: &Path, env: &[(&str, &str)]) -> Server {
+        let (port, mport) = (free_port(), free_port());
+        let addr = format!("127.0.0.1:{port}");
+        let metrics_addr = format!("127.0.0.1:{mport}");
+        let mut cmd = Command::new(binary());
+        cmd.current_dir(root())
+            .args([
+                "serve",
+                "--addr",
+                &addr,
+                "--metrics-addr",
+                &metrics_addr,
+                "--store",
+            ])
+            .arg(store)
+            .env("POLYHEAD__ADMIN__TOKEN", TOKEN)
+            .env("POLYHEAD__STORE__POLL_MS", "200")
+            .env("POLYHEAD_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        Server {
+            child,
+            addr,
+            metrics_addr,
+            store: store.to_owned(),
+            _dir: None,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    async fn channel(&self) -> Channel {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match Channel::from_shared(self.url()).unwrap().connect().await {
+                Ok(c) => return c,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("cannot connect to {}: {e}", self.addr),
+            }
+        }
+    }
+
+    /// Polls health until SERVING; returns every distinct status seen, in order.
+    pub async fn wait_serving(&self) -> Vec<ServingStatus> {
+        let mut health = HealthClient::new(self.channel().await);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut seen = Vec::new();
+        loop {
+            let status = health
+                .check(HealthCheckRequest {
+                    service: "polyhead.v1.Inference".into(),
+                })
+                .await
+                .map(|r| r.into_inner().status())
+                .unwrap_or(ServingStatus::Unknown);
+            if seen.last() != Some(&status) {
+                seen.push(status);
+            }
+            if status == ServingStatus::Serving {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server never became SERVING: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn inference(&self) -> InferenceClient<Channel> {
+        InferenceClient::new(self.channel().await)
+    }
+
+    /// An admin client sending `token` (None = no authorization header).
+    pub async fn admin_with(
+        &self,
+        token: Option<&str>,
+    ) -> RegistryClient<
+        InterceptedService<Channel, impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone>,
+    > {
+        let header: Option<MetadataValue<_>> =
+            token.map(|t| format!("Bearer {t}").parse().unwrap());
+        RegistryClient::with_interceptor(self.channel().await, move |mut r: Request<()>| {
+            if let Some(h) = &header {
+                r.metadata_mut().insert("authorization", h.clone());
+            }
+            Ok(r)
+        })
+    }
+
+    pub async fn admin(
+        &self,
+    ) -> RegistryClient<
+        InterceptedService<Channel, impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone>,
+    > {
+        self.admin_with(Some(TOKEN)).await
+    }
+
+    /// The Prometheus text exposition.
+    pub fn metrics(&self) -> String {
+        let mut s = TcpStream::connect(&self.metrics_addr).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    /// The value of one sample line (`name{labels}` exactly as exposed), 0 if absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Sends SIGTERM (through kill(1): the workspace forbids unsafe code).
+    pub fn terminate(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the CLI with `args` from the workspace root; returns stdout, panics on failure.
+pub fn cli(args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = Command::new(binary())
+        .current_dir(root())
+        .args(args)
+        .env("POLYHEAD_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "polyhead {args:?} failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A small labelled spam/ham set.
+pub fn spam_examples() -> Vec<(String, String)> {
+    let spam = [
+        "WIN a FREE iPhone now, click here",
+        "cheap meds online, no prescription needed",
+        "You won $1000, claim your prize today",
+        "Hot singles in your area want to meet",
+        "Lowest mortgage rates, act now before it ends",
+        "Earn money from home fast, guaranteed",
+        "Limited offer: 90% discount on luxury watches",
+        "Click here to claim your reward points",
+        "Congratulations, you were selected for a cash prize",
+        "Buy viagra online at the best price",
+    ];
+    let ham = [
+        "Can we meet tomorrow at 10 to go over the plan?",
+        "Here are the notes from the design review",
+        "Lunch on Friday with the team?",
+        "The build is green again after the fix",
+        "Please review my pull request when you can",
+        "Happy birthday, see you tonight at the restaurant",
+        "Minutes of the quarterly planning meeting attached",
+        "Your flight itinerary for next week's conference",
+        "I pushed the changes to the release branch",
+        "Thanks for the feedback on the draft",
+    ];
+    spam.iter()
+        .map(|t| (t.to_string(), "spam".to_string()))
+        .chain(ham.iter().map(|t| (t.to_string(), "ham".to_string())))
+        .collect()
+}

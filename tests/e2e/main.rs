@@ -1,0 +1,6 @@
+//! End-to-end tests: each starts the real `polyhead serve` and talks gRPC to it.
+#![allow(clippy::unwrap_used)]
+
+mod errors;
+mod serving;
+mod swap;
