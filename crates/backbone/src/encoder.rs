@@ -22,7 +22,7 @@ pub struct Embeddings {
 impl Embeddings {
     /// Wraps row-major data of `data.len() / dim` rows.
     pub fn new(dim: usize, data: Vec<f32>) -> Self {
-        debug_assert!(dim > 0 && data.len() % dim == 0);
+        debug_assert!(dim > 0 && data.len().is_multiple_of(dim));
         Embeddings { dim, data }
     }
     /// Width of each row.

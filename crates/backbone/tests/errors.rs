@@ -1,5 +1,6 @@
 //! Wrong inputs give clear errors naming the problem. Uses a tiny synthetic BERT
 //! checkpoint written here, plus the real tokenizer.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 use std::{collections::HashMap, path::Path};
 
 use polyhead_backbone::{Encoder, EncoderOptions, Error};

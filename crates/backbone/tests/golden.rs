@@ -1,4 +1,5 @@
 //! Golden parity with Python sentence-transformers (fixture: scripts/golden.py).
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 use std::path::PathBuf;
 
 use polyhead_backbone::{Dtype, Encoder, EncoderOptions};

@@ -118,7 +118,7 @@ fn spawn_encoder(settings: &Settings) -> Result<EncoderHandle> {
         .context("loading the backbone")
 }
 
-fn load(path: &PathBuf) -> Result<Dataset> {
+fn load(path: &std::path::Path) -> Result<Dataset> {
     Ok(Dataset::load(path)?)
 }
 
@@ -140,8 +140,8 @@ pub fn train(settings: &Settings, a: &TrainArgs) -> Result<()> {
     let req = TrainRequest {
         task: a.task.clone(),
         train: load(&a.data)?,
-        valid: a.valid.as_ref().map(load).transpose()?,
-        test: a.test.as_ref().map(load).transpose()?,
+        valid: a.valid.as_deref().map(load).transpose()?,
+        test: a.test.as_deref().map(load).transpose()?,
         options,
     };
     polyhead_heads::validate_task_name(&req.task)?;

@@ -133,7 +133,7 @@ impl Head {
     /// Class probabilities for each row of a row-major batch.
     pub fn predict_batch(&self, rows: &[f32]) -> Result<Vec<Vec<f32>>> {
         let dim = self.input_dim();
-        if rows.len() % dim != 0 {
+        if !rows.len().is_multiple_of(dim) {
             return Err(Error::DimMismatch {
                 expected: dim,
                 found: rows.len() % dim,

@@ -1,5 +1,6 @@
 //! The filesystem store and the registry: atomicity, refusal of bad artifacts,
 //! activation and rollback.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 use std::fs;
 
 use polyhead_heads::{

@@ -1,5 +1,6 @@
 //! Training behaviour: determinism, error cases, cache reuse, end to end on the real
 //! backbone with a small dataset.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 use std::path::PathBuf;
 
 use polyhead_backbone::{EncoderHandle, EncoderOptions};
