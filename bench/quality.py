@@ -17,10 +17,10 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run(train_file: str, seed: int, store: str) -> dict:
+def run(train_file: str, seed: int, store: str, head: str = "linear") -> dict:
     cmd = [os.path.join(ROOT, "target/release/polyhead"), "train", "--task", "quality",
            "--data", train_file, "--test", os.path.join(ROOT, "data/spam/test.jsonl"),
-           "--seed", str(seed), "--no-activate", "--store", store, "--json"]
+           "--seed", str(seed), "--head", head, "--no-activate", "--store", store, "--json"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     return json.loads(out)
 
@@ -42,7 +42,7 @@ def main() -> int:
     for r in rows:
         by_label.setdefault(r["label"], []).append(r)
     table = []
-    for k in (8, 16, 32, None):
+    for k, head in ((8, "linear"), (16, "linear"), (32, "linear"), (None, "linear"), (None, "mlp")):
         seeds = [1, 2, 3, 4, 5] if k else [1]
         res = {"head_acc": [], "head_f1": [], "base_acc": [], "base_f1": []}
         for seed in seeds:
@@ -54,20 +54,20 @@ def main() -> int:
                     f.writelines(json.dumps(x) + "\n" for x in sample)
             else:
                 path = os.path.join(ROOT, "data/spam/train.jsonl")
-            r = run(path, seed, store)
+            r = run(path, seed, store, head)
             t = r["test"]
             res["head_acc"].append(t["head"]["accuracy"])
             res["head_f1"].append(t["head"]["macro_f1"])
             res["base_acc"].append(t["baseline"]["accuracy"])
             res["base_f1"].append(t["baseline"]["macro_f1"])
-            print(json.dumps({"k": k, "seed": seed, "head": t["head"]["accuracy"],
+            print(json.dumps({"k": k, "head_kind": head, "seed": seed, "head": t["head"]["accuracy"],
                               "baseline": t["baseline"]["accuracy"]}), file=sys.stderr)
-        table.append((k, len(seeds), res))
-    print("| examples per class | runs | head accuracy | baseline accuracy | head macro-F1 | baseline macro-F1 |")
-    print("|---|---|---|---|---|---|")
-    for k, n, r in table:
+        table.append((k, head, len(seeds), res))
+    print("| examples per class | head | runs | head accuracy | baseline accuracy | head macro-F1 | baseline macro-F1 |")
+    print("|---|---|---|---|---|---|---|")
+    for k, head, n, r in table:
         label = str(k) if k else f"all ({len(rows)} rows)"
-        print(f"| {label} | {n} | {fmt(r['head_acc'])} | {fmt(r['base_acc'])} | {fmt(r['head_f1'])} | {fmt(r['base_f1'])} |")
+        print(f"| {label} | {head} | {n} | {fmt(r['head_acc'])} | {fmt(r['base_acc'])} | {fmt(r['head_f1'])} | {fmt(r['base_f1'])} |")
     return 0
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The run command: set-up (idempotent, cached), train the demo task `spam` if the
-# store lacks it, then start the server.
+# store lacks it, then start the server. Extra arguments go to `polyhead serve`.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -9,12 +9,23 @@ scripts/setup.sh
 source .polyhead-env
 BIN=target/release/polyhead
 if ! "$BIN" tasks | grep -q '"task":"spam"'; then
-  echo "[run] training the demo task 'spam' on data/spam/train.jsonl" >&2
+  echo "[run] training the demo task 'spam' on data/spam/train.jsonl (first run embeds ~6,000 emails: a few minutes)" >&2
   "$BIN" train --task spam --data data/spam/train.jsonl --test data/spam/test.jsonl
 fi
-"$BIN" tasks
-if "$BIN" serve --help >/dev/null 2>&1; then
-  exec "$BIN" serve "$@"
+if [[ -z "${POLYHEAD__ADMIN__TOKEN:-}" ]]; then
+  POLYHEAD__ADMIN__TOKEN="$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+  export POLYHEAD__ADMIN__TOKEN
 fi
-echo "[run] (no server in this build yet) embedding two lines:" >&2
-printf 'Congratulations, you won a free cruise!\nCan we move our meeting to 3pm?\n' | "$BIN" embed | cut -c1-120
+ADDR="$("$BIN" serve --print-config "$@" | python3 -c 'import json,sys; c=json.load(sys.stdin)["server"]; print(c["addr"], c["metrics_addr"])')"
+read -r GRPC METRICS <<<"$ADDR"
+cat >&2 <<MSG
+
+  polyhead is starting on $GRPC (gRPC) with the demo task 'spam'.
+    classify:  $BIN classify --addr $GRPC --task spam "You WON a free cruise, click now" "Lunch at noon?"
+    metrics:   curl -s http://$METRICS/metrics | grep ^polyhead_
+    health:    grpcurl -plaintext $GRPC grpc.health.v1.Health/Check
+    admin:     authorization: Bearer $POLYHEAD__ADMIN__TOKEN
+  Ctrl-C (or SIGTERM) drains in-flight requests and stops.
+
+MSG
+exec "$BIN" serve "$@"

@@ -4,3 +4,4 @@
 mod errors;
 mod serving;
 mod swap;
+mod tls;

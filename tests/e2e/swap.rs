@@ -168,7 +168,7 @@ async fn hot_swap_under_load_fails_no_request() {
         }
     }
     eprintln!("{total} requests, {flips} flips, versions seen {versions:?}, 0 failures");
-    assert!(flips >= 30, "only {flips} flips in 10 s");
+    assert!(flips >= 20, "only {flips} flips in 10 s");
     assert!(total > 100, "only {total} requests in 10 s");
     assert_eq!(versions.into_iter().collect::<Vec<_>>(), vec![v1, v2]);
 }

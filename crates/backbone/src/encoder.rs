@@ -225,6 +225,18 @@ fn pool(states: &Tensor, mask: &Tensor, pooling: Pooling) -> Tensor {
     }
 }
 
+/// Token ids of each text with `tokenizer`'s truncation, special tokens included.
+pub(crate) fn token_ids(tokenizer: &Tokenizer, texts: &[impl AsRef<str>]) -> Result<Vec<Vec<u32>>> {
+    let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+    let encodings = tokenizer
+        .encode_batch(inputs, true)
+        .map_err(|e| Error::Tokenize(e.to_string()))?;
+    Ok(encodings
+        .into_iter()
+        .map(|e| e.get_ids().to_vec())
+        .collect())
+}
+
 fn load_tokenizer(bytes: &[u8], path: &Path, max_len: usize) -> Result<Tokenizer> {
     let err = |msg: String| Error::Tokenizer {
         path: path.to_owned(),

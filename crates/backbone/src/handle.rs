@@ -98,15 +98,7 @@ impl EncoderHandle {
     /// Token ids per text (truncated, special tokens included), computed on the
     /// caller's thread: the tokenizer is shared, only the model is owned.
     pub fn tokenize(&self, texts: &[impl AsRef<str>]) -> Result<Vec<Vec<u32>>> {
-        let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
-        let encodings = self
-            .tokenizer
-            .encode_batch(inputs, true)
-            .map_err(|e| Error::Tokenize(e.to_string()))?;
-        Ok(encodings
-            .into_iter()
-            .map(|e| e.get_ids().to_vec())
-            .collect())
+        crate::encoder::token_ids(&self.tokenizer, texts)
     }
 
     /// Embeds `texts` on the model thread.
