@@ -102,7 +102,6 @@ async fn tls_serves_only_tls() {
         server.addr.rsplit(':').next().unwrap()
     );
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last_error = String::new();
     let info = loop {
         let attempt = async {
             let channel = Channel::from_shared(url.clone())
@@ -117,13 +116,13 @@ async fn tls_serves_only_tls() {
                 .await
                 .map_err(|s| format!("{s:?}"))
         };
-        match attempt.await {
+        let error = match attempt.await {
             Ok(r) => break r.into_inner(),
-            Err(e) => last_error = e,
-        }
+            Err(e) => e,
+        };
         assert!(
             Instant::now() < deadline,
-            "TLS server never answered: {last_error}"
+            "TLS server never answered: {error}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
