@@ -157,7 +157,7 @@ async fn every_error_has_its_status_code() {
         .classify(classify(vec!["a".repeat(70_000)], "task-a"))
         .await
         .unwrap_err();
-    assert_eq!(too_big.code(), Code::OutOfRange, "{too_big:?}");
+    assert_eq!(too_big.code(), Code::ResourceExhausted, "{too_big:?}");
 
     // Admin auth.
     let mut anonymous = server.admin_with(None).await;

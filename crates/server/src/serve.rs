@@ -13,11 +13,13 @@ use polyhead_api::v1::{inference_server::InferenceServer, registry_server::Regis
 use polyhead_backbone::EncoderHandle;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codegen::http;
 use tonic::{
     service::interceptor::InterceptedService,
     transport::{Identity, Server, ServerTlsConfig},
 };
 use tonic_health::ServingStatus;
+use tower::util::MapResponseLayer;
 
 use crate::{
     admin::RegistryService, auth::BearerAuth, inference::InferenceService, metrics as m, Engine,
@@ -85,9 +87,13 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         BearerAuth::new(&settings.admin.token, true),
     );
 
-    let mut builder = Server::builder().timeout(Duration::from_millis(
-        settings.server.request_timeout_ms.max(1),
-    ));
+    let mut builder = Server::builder()
+        .timeout(Duration::from_millis(
+            settings.server.request_timeout_ms.max(1),
+        ))
+        .layer(MapResponseLayer::new(
+            oversize_is_resource_exhausted as fn(_) -> _,
+        ));
     if !settings.server.tls_cert.is_empty() {
         let read = |p: &str| std::fs::read(p).map_err(|e| ServeError::Setup(format!("{p}: {e}")));
         let identity = Identity::from_pem(
@@ -134,6 +140,20 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         Ok(Some(e)) => Err(e),
         _ => Ok(()),
     }
+}
+
+/// tonic answers a request over `max_decoding_message_size` with OUT_OF_RANGE; the gRPC
+/// status-code spec (and grpc-go, grpc-java) use RESOURCE_EXHAUSTED for exceeded
+/// message limits. polyhead never sends OUT_OF_RANGE itself, so the code is rewritten
+/// (such errors are trailers-only responses: the status is in the headers).
+fn oversize_is_resource_exhausted(
+    mut res: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    if res.headers().get("grpc-status").is_some_and(|v| v == "11") {
+        res.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    res
 }
 
 async fn start_engine(
