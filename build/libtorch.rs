@@ -1,5 +1,5 @@
-//! Build script shared by every package that links libtorch (backbone, trainer, the
-//! binary), so its binaries and tests run without LD_LIBRARY_PATH and can use CUDA.
+//! Build script shared by every package that links libtorch (backbone, trainer, server,
+//! the binary), so its binaries and tests run without LD_LIBRARY_PATH and can use CUDA.
 //!
 //! - rpath: torch-sys exports libtorch's folder to direct dependents as
 //!   `DEP_TCH_LIBTORCH_LIB` (its `links = "tch"` key `libtorch_lib`) but does not put
