@@ -10,7 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use polyhead_api::v1::{inference_client::InferenceClient, registry_client::RegistryClient};
+use polyhead_api::v1::{
+    inference_client::InferenceClient, registry_client::RegistryClient, train_progress::Event,
+    Example, TrainHeadRequest, TrainOptions, TrainResult,
+};
 use tonic::{
     metadata::MetadataValue, service::interceptor::InterceptedService, transport::Channel, Request,
     Status,
@@ -197,6 +200,45 @@ impl Server {
                     .map(|v| v.trim().parse().unwrap())
             })
             .unwrap_or(0.0)
+    }
+
+    /// Trains `task` on [`spam_examples`] over TrainHead (activating it); returns the
+    /// final result and the number of epoch messages streamed.
+    pub async fn train(&self, task: &str, seed: u64, max_epochs: u32) -> (TrainResult, usize) {
+        let examples = spam_examples()
+            .into_iter()
+            .map(|(text, label)| Example { text, label })
+            .collect();
+        let request = TrainHeadRequest {
+            task: task.into(),
+            examples,
+            options: Some(TrainOptions {
+                seed,
+                max_epochs,
+                ..Default::default()
+            }),
+            activate: true,
+            ..Default::default()
+        };
+        let mut stream = self
+            .admin()
+            .await
+            .train_head(request)
+            .await
+            .unwrap()
+            .into_inner();
+        let (mut epochs, mut done) = (0, None);
+        while let Some(msg) = stream.message().await.unwrap() {
+            match msg.event.unwrap() {
+                Event::Epoch(_) => epochs += 1,
+                Event::Done(r) => done = Some(r),
+                Event::Stage(_) => {}
+            }
+        }
+        (
+            done.expect("the stream ends with the stored version"),
+            epochs,
+        )
     }
 
     /// Sends SIGTERM (through kill(1): the workspace forbids unsafe code).

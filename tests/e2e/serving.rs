@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use polyhead_api::v1::{
-    train_progress::Event, ClassifyMultiRequest, ClassifyRequest, EmbedRequest, Example,
-    GetTaskRequest, InfoRequest, ListTasksRequest, TrainHeadRequest, TrainOptions,
+    ClassifyMultiRequest, ClassifyRequest, EmbedRequest, GetTaskRequest, InfoRequest,
+    ListTasksRequest,
 };
 use polyhead_e2e::{cli, spam_examples, Server};
 use polyhead_heads::FsHeadStore;
@@ -24,36 +24,7 @@ fn texts() -> Vec<String> {
 
 /// Trains `task` over RPC and returns (version, number of epoch messages).
 async fn train_rpc(server: &Server, task: &str, seed: u64) -> (u64, usize) {
-    let examples = spam_examples()
-        .into_iter()
-        .map(|(text, label)| Example { text, label })
-        .collect();
-    let mut stream = server
-        .admin()
-        .await
-        .train_head(TrainHeadRequest {
-            task: task.into(),
-            examples,
-            options: Some(TrainOptions {
-                seed,
-                max_epochs: 60,
-                ..Default::default()
-            }),
-            activate: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let (mut epochs, mut done) = (0, None);
-    while let Some(msg) = stream.message().await.unwrap() {
-        match msg.event.unwrap() {
-            Event::Epoch(_) => epochs += 1,
-            Event::Done(r) => done = Some(r),
-            Event::Stage(_) => {}
-        }
-    }
-    let done = done.expect("stream ends with the stored version");
+    let (done, epochs) = server.train(task, seed, 60).await;
     assert!(done.activated, "{done:?}");
     assert!(done.baseline_metrics.is_some());
     (done.version, epochs)

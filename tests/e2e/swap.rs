@@ -10,41 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use polyhead_api::v1::{
-    train_progress::Event, ActivateVersionRequest, ClassifyRequest, Example, RollbackRequest,
-    TrainHeadRequest, TrainOptions,
-};
-use polyhead_e2e::{spam_examples, Server};
-
-async fn train(server: &Server, seed: u64) -> u64 {
-    let examples = spam_examples()
-        .into_iter()
-        .map(|(text, label)| Example { text, label })
-        .collect();
-    let mut s = server
-        .admin()
-        .await
-        .train_head(TrainHeadRequest {
-            task: "swap".into(),
-            examples,
-            options: Some(TrainOptions {
-                seed,
-                max_epochs: 30,
-                ..Default::default()
-            }),
-            activate: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    while let Some(m) = s.message().await.unwrap() {
-        if let Some(Event::Done(r)) = m.event {
-            return r.version;
-        }
-    }
-    panic!("no Done message")
-}
+use polyhead_api::v1::{ActivateVersionRequest, ClassifyRequest, RollbackRequest};
+use polyhead_e2e::Server;
 
 /// (call start, call end, version active after the call).
 type Switch = (Instant, Instant, u64);
@@ -68,8 +35,8 @@ fn possibly_active(log: &[Switch], initial: u64, v: u64, s: Instant, e: Instant)
 async fn hot_swap_under_load_fails_no_request() {
     let server = Arc::new(Server::start(&[]));
     server.wait_serving().await;
-    let v1 = train(&server, 1).await;
-    let v2 = train(&server, 2).await;
+    let v1 = server.train("swap", 1, 30).await.0.version;
+    let v2 = server.train("swap", 2, 30).await.0.version;
     assert_eq!((v1, v2), (1, 2));
 
     let stop = Arc::new(AtomicBool::new(false));

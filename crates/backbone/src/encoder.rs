@@ -137,15 +137,7 @@ impl Encoder {
 
     /// Token ids of each text after truncation, special tokens included.
     pub fn tokenize(&self, texts: &[impl AsRef<str>]) -> Result<Vec<Vec<u32>>> {
-        let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
-        let encodings = self
-            .tokenizer
-            .encode_batch(inputs, true)
-            .map_err(|e| Error::Tokenize(e.to_string()))?;
-        Ok(encodings
-            .into_iter()
-            .map(|e| e.get_ids().to_vec())
-            .collect())
+        token_ids(&self.tokenizer, texts)
     }
 
     /// Embeds `texts`: sorts by length so each batch pads little, runs batches of at

@@ -6,6 +6,9 @@ use tch::{nn, nn::Module, nn::OptimizerConfig, Device, Kind, Reduction, Tensor};
 
 use crate::{HeadChoice, Result, TrainOptions};
 
+/// Serialises use of libtorch's global random generator (see [`train_head`]).
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// One epoch's numbers, for progress reports.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct EpochReport {
@@ -108,6 +111,9 @@ pub fn train_head(
 ) -> Result<(Head, Vec<EpochReport>)> {
     let classes = labels.len();
     // One seed drives initialisation and dropout; shuffling has its own seeded RNG.
+    // libtorch's generator is process-global, so concurrent runs would interleave
+    // draws from it: hold the lock for the whole run to keep same seed = same weights.
+    let _rng = TORCH_RNG.lock().unwrap_or_else(|p| p.into_inner());
     tch::manual_seed(o.seed as i64);
     let vs = nn::VarStore::new(Device::Cpu);
     let net = Net::new(&vs.root(), o.head, dim as i64, classes as i64, o);

@@ -184,3 +184,27 @@ fn label_only_in_validation_is_an_error() {
     let err = train_task(&encoder, &FeatureCache::disabled(), &one_label, &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("at least 2 labels"), "{err}");
 }
+
+#[test]
+fn concurrent_runs_stay_deterministic() {
+    let o = TrainOptions {
+        head: HeadChoice::Mlp,
+        max_epochs: 20,
+        seed: 11,
+        ..Default::default()
+    };
+    let alone = fit(&o);
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let o = o.clone();
+            std::thread::spawn(move || fit(&o))
+        })
+        .collect();
+    for r in runs {
+        assert_eq!(
+            r.join().unwrap(),
+            alone,
+            "a run beside others must equal a run alone"
+        );
+    }
+}
