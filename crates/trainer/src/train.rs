@@ -101,6 +101,12 @@ fn targets(labels: &[usize]) -> Tensor {
 
 /// Trains a head. Early-stops on validation loss and returns the weights of the best
 /// epoch, with one report per epoch passed to `progress`.
+///
+/// Same seed + same data give bit-identical weights across processes and across
+/// sequential runs. Runs in one process are serialised on libtorch's global random
+/// generator; when other libtorch work (a backbone forward pass) overlaps a run, the
+/// weights were seen to differ in the last bits (~1e-7), so a server's TrainHead
+/// results are reproducible to that precision, not bit for bit.
 pub fn train_head(
     train: &Split<'_>,
     valid: &Split<'_>,
