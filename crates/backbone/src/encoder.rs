@@ -49,10 +49,6 @@ impl Embeddings {
     pub fn rows(&self) -> impl Iterator<Item = &[f32]> {
         self.data.chunks_exact(self.dim)
     }
-    /// A (rows, dim) f32 CPU tensor of the data.
-    pub fn to_tensor(&self) -> Tensor {
-        Tensor::from_slice(&self.data).view([self.len() as i64, self.dim as i64])
-    }
 }
 
 /// Tokenizer, BERT model and pooling of one checkpoint folder.

@@ -206,9 +206,6 @@ impl Engine {
         let _guard = self.swap_lock.lock().unwrap_or_else(|p| p.into_inner());
         let out = f(&self.store)?;
         let report = self.registry.sync(&self.store)?;
-        if let Some((task, err)) = report.errors.first() {
-            tracing::warn!(task, error = %err, "store change left a head that cannot be served");
-        }
         self.record(&report);
         Ok(out)
     }
