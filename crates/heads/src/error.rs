@@ -40,6 +40,27 @@ pub enum Error {
         /// What was given.
         found: usize,
     },
+    /// A stored version cannot be made active: its files are damaged or it does not
+    /// fit the running backbone. The active pointer was left as it was.
+    #[error(
+        "task {task:?} version {version} cannot be activated (active version unchanged): {reason}"
+    )]
+    NotLoadable {
+        /// The task.
+        task: String,
+        /// The version that was to become active.
+        version: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The task's `ACTIVE` pointer is unreadable.
+    #[error("{path}: active pointer is damaged: {msg}")]
+    DamagedPointer {
+        /// The pointer file.
+        path: PathBuf,
+        /// The parse error.
+        msg: String,
+    },
     /// A filesystem operation failed.
     #[error("{path}: {source}")]
     Io {

@@ -76,26 +76,37 @@ impl HeadRegistry {
 
     /// Brings the live set in line with the store's active pointers: loads every
     /// active version that differs from the live one, drops tasks the store no longer
-    /// has. A version that fails to load or to match the backbone is reported and the
-    /// previous live head keeps serving.
+    /// has. Errors stay with their task: a version that fails to load or to match the
+    /// backbone, or a damaged pointer, is reported and that task's live head (if any)
+    /// keeps serving; every other task syncs as usual. Only an unreadable store root
+    /// fails the whole sync.
     pub fn sync(&self, store: &FsHeadStore) -> Result<SyncReport> {
         let mut report = SyncReport::default();
         let live = self.snapshot();
         let tasks = store.tasks()?;
         for task in &tasks {
-            let Some(version) = store.active(task)? else {
-                continue;
+            let version = match store.active(task) {
+                Ok(Some(v)) => v,
+                Ok(None) => continue,
+                Err(e) => {
+                    report.errors.push((task.clone(), e.to_string()));
+                    continue;
+                }
             };
             if live.get(task).map(|h| h.manifest.version) == Some(version) {
                 continue;
             }
             match store.load(task, version).and_then(|a| self.insert(a)) {
                 Ok(()) => report.swapped.push((task.clone(), version)),
-                Err(e) => report.errors.push((task.clone(), e.to_string())),
+                Err(e) => report
+                    .errors
+                    .push((task.clone(), format!("version {version}: {e}"))),
             }
         }
         for task in live.keys() {
-            if !tasks.contains(task) || store.active(task)?.is_none() {
+            // Removed only when the store says so; an unreadable pointer keeps serving.
+            let gone = !tasks.contains(task) || matches!(store.active(task), Ok(None));
+            if gone {
                 self.remove(task);
                 report.removed.push(task.clone());
             }

@@ -6,18 +6,24 @@
 //! temp file, fsynced, and renamed over `ACTIVE`, then the folder is fsynced. A crash
 //! at any step leaves either the old or the new state, never a torn one; temp debris
 //! (names starting with `.`) is ignored by readers.
+//!
+//! Several processes may share a store (replicas on one volume, `polyhead train`
+//! beside a server): temp names are random (tempfile), so they never collide even
+//! where every process is pid 1, and every read-modify-write of `ACTIVE` holds an
+//! exclusive lock on `<task>/.lock`. A version is loaded and checked (and, with
+//! [`FsHeadStore::with_backbone`], matched to the backbone) before the pointer moves to it.
 use std::{
     fs::{self, File},
     io::Write,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicU64, Ordering},
 };
 
 use serde::{Deserialize, Serialize};
 
-use crate::{error::io, validate_task_name, Error, HeadArtifact, Result};
+use crate::{error::io, validate_task_name, BackboneRef, Error, HeadArtifact, Result};
 
 const ACTIVE: &str = "ACTIVE";
+const LOCK: &str = ".lock";
 const MANIFEST: &str = "manifest.json";
 const WEIGHTS: &str = "head.safetensors";
 /// Activation history kept for rollback.
@@ -47,10 +53,9 @@ struct ActivePointer {
 #[derive(Debug)]
 pub struct FsHeadStore {
     root: PathBuf,
+    backbone: Option<BackboneRef>,
     fail_at: Option<FailPoint>,
 }
-
-static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl FsHeadStore {
     /// Opens (creating if needed) a store at `root`.
@@ -59,12 +64,19 @@ impl FsHeadStore {
         fs::create_dir_all(&root).map_err(io(&root))?;
         Ok(FsHeadStore {
             root,
+            backbone: None,
             fail_at: None,
         })
     }
 
+    /// Refuses to activate versions made for another backbone than `backbone`.
+    pub fn with_backbone(mut self, backbone: BackboneRef) -> FsHeadStore {
+        self.backbone = Some(backbone);
+        self
+    }
+
     /// Makes the store fail at `point` (tests: crash simulation).
-    #[doc(hidden)]
+    #[cfg(feature = "fail-points")]
     pub fn fail_at(&mut self, point: Option<FailPoint>) {
         self.fail_at = point;
     }
@@ -92,7 +104,11 @@ impl FsHeadStore {
         for entry in fs::read_dir(&self.root).map_err(io(&self.root))? {
             let entry = entry.map_err(io(&self.root))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if validate_task_name(&name).is_ok() && !self.versions(&name)?.is_empty() {
+            // A task folder that cannot be listed is still a task: its error is its
+            // own, reported when it is read, and must not hide the other tasks.
+            let listed = validate_task_name(&name).is_ok()
+                && self.versions(&name).map_or(true, |v| !v.is_empty());
+            if listed {
                 tasks.push(name);
             }
         }
@@ -126,9 +142,14 @@ impl FsHeadStore {
     fn pointer(&self, task: &str) -> Result<Option<ActivePointer>> {
         let path = self.task_dir(task)?.join(ACTIVE);
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| Error::InvalidArtifact(format!("{}: {e}", path.display()))),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| Error::DamagedPointer {
+                        path: path.clone(),
+                        msg: e.to_string(),
+                    })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(path)(e)),
         }
@@ -173,15 +194,15 @@ impl FsHeadStore {
         loop {
             let mut a = artifact.clone();
             a.manifest.version = version;
-            let tmp = dir.join(format!(
-                ".tmp-{}-{}",
-                std::process::id(),
-                TEMP_SEQ.fetch_add(1, Ordering::Relaxed)
-            ));
-            fs::create_dir(&tmp).map_err(io(&tmp))?;
+            let tmp = tempfile::Builder::new()
+                .prefix(".tmp-")
+                .tempdir_in(&dir)
+                .map_err(io(&dir))?
+                .keep();
             write_synced(&tmp.join(MANIFEST), &a.manifest_json())?;
             write_synced(&tmp.join(WEIGHTS), &weights)?;
             sync_dir(&tmp)?;
+            // A crash here leaves the temp folder behind, as a real one would.
             self.check(FailPoint::BeforeVersionRename)?;
             let target = dir.join(version.to_string());
             // rename(2) onto an existing non-empty folder fails: another writer took
@@ -213,10 +234,56 @@ impl FsHeadStore {
         Ok(version)
     }
 
-    /// Makes `version` active (it must be stored and loadable).
+    /// Loads `version` and checks it can serve: a damaged or foreign version is
+    /// refused with [`Error::NotLoadable`] before any pointer moves.
+    fn loadable(&self, task: &str, version: u64) -> Result<()> {
+        let checked = self.load(task, version).and_then(|a| match &self.backbone {
+            Some(b) => a.check_backbone(b),
+            None => Ok(()),
+        });
+        match checked {
+            Ok(()) => Ok(()),
+            Err(e @ (Error::VersionNotFound { .. } | Error::InvalidTaskName(_))) => Err(e),
+            Err(e) => Err(Error::NotLoadable {
+                task: task.to_owned(),
+                version,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Holds the task's lock (shared by every process on the store) while `f` runs.
+    fn locked<T>(&self, task: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let path = self.task_dir(task)?.join(LOCK);
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        file.lock().map_err(io(&path))?;
+        let out = f();
+        let _ = file.unlock();
+        out
+    }
+
+    /// Makes `version` active (it must be stored, loadable, and fit the backbone).
     pub fn activate(&self, task: &str, version: u64) -> Result<()> {
-        self.load(task, version)?;
-        let mut pointer = self.pointer(task)?.unwrap_or_default();
+        self.loadable(task, version)?;
+        self.locked(task, || self.activate_locked(task, version))
+    }
+
+    fn activate_locked(&self, task: &str, version: u64) -> Result<()> {
+        // A damaged pointer is replaced (its history is lost): activating a version
+        // is how an operator repairs it.
+        let mut pointer = match self.pointer(task) {
+            Ok(p) => p.unwrap_or_default(),
+            Err(e @ Error::DamagedPointer { .. }) => {
+                tracing::warn!(task, error = %e, "replacing a damaged active pointer");
+                ActivePointer::default()
+            }
+            Err(e) => return Err(e),
+        };
         if pointer.version == version {
             return Ok(());
         }
@@ -230,20 +297,28 @@ impl FsHeadStore {
     }
 
     /// Re-activates the version active before the current one. Returns it.
+    /// The target is loaded and checked first: a damaged one is refused and the
+    /// pointer stays where it is.
     pub fn rollback(&self, task: &str) -> Result<u64> {
-        let mut pointer = self
-            .pointer(task)?
-            .ok_or_else(|| Error::TaskNotFound(task.to_owned()))?;
-        let stored = self.versions(task)?;
-        // Skip history entries whose version has since been removed.
-        while let Some(prev) = pointer.previous.pop() {
-            if stored.contains(&prev) && prev != pointer.version {
-                pointer.version = prev;
-                self.write_pointer(task, &pointer)?;
-                return Ok(prev);
-            }
+        if self.versions(task)?.is_empty() {
+            return Err(Error::TaskNotFound(task.to_owned()));
         }
-        Err(Error::NothingToRollBack(task.to_owned()))
+        self.locked(task, || {
+            let mut pointer = self
+                .pointer(task)?
+                .ok_or_else(|| Error::TaskNotFound(task.to_owned()))?;
+            let stored = self.versions(task)?;
+            // Skip history entries whose version has since been removed.
+            while let Some(prev) = pointer.previous.pop() {
+                if stored.contains(&prev) && prev != pointer.version {
+                    self.loadable(task, prev)?;
+                    pointer.version = prev;
+                    self.write_pointer(task, &pointer)?;
+                    return Ok(prev);
+                }
+            }
+            Err(Error::NothingToRollBack(task.to_owned()))
+        })
     }
 
     /// Deletes a task and all its versions. Returns how many versions there were.
@@ -255,10 +330,12 @@ impl FsHeadStore {
         }
         // One rename makes the task vanish for readers; the removal can then fail or
         // be interrupted without leaving a half-deleted task.
-        let grave = self.root.join(format!(
-            ".deleted-{task}-{}",
-            TEMP_SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
+        // rename(2) may replace an empty folder: a fresh random one is the grave.
+        let grave = tempfile::Builder::new()
+            .prefix(&format!(".deleted-{task}-"))
+            .tempdir_in(&self.root)
+            .map_err(io(&self.root))?
+            .keep();
         fs::rename(&dir, &grave).map_err(io(&dir))?;
         sync_dir(&self.root)?;
         fs::remove_dir_all(&grave).map_err(io(&grave))?;
@@ -267,16 +344,20 @@ impl FsHeadStore {
 
     fn write_pointer(&self, task: &str, pointer: &ActivePointer) -> Result<()> {
         let dir = self.task_dir(task)?;
-        let tmp = dir.join(format!(
-            ".ACTIVE.tmp-{}-{}",
-            std::process::id(),
-            TEMP_SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
         let bytes =
             serde_json::to_vec(pointer).map_err(|e| Error::InvalidArtifact(e.to_string()))?;
-        write_synced(&tmp, &bytes)?;
-        self.check(FailPoint::BeforePointerRename)?;
-        fs::rename(&tmp, dir.join(ACTIVE)).map_err(io(&tmp))?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".ACTIVE.tmp-")
+            .tempfile_in(&dir)
+            .map_err(io(&dir))?;
+        tmp.write_all(&bytes).map_err(io(tmp.path()))?;
+        tmp.as_file().sync_all().map_err(io(tmp.path()))?;
+        if let Err(e) = self.check(FailPoint::BeforePointerRename) {
+            let _ = tmp.keep(); // a crash here leaves the temp file, as a real one would
+            return Err(e);
+        }
+        tmp.persist(dir.join(ACTIVE))
+            .map_err(|e| io(dir.join(ACTIVE))(e.error))?;
         sync_dir(&dir)
     }
 }

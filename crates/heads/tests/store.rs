@@ -233,3 +233,102 @@ fn registry_snapshot_survives_swap() {
     );
     assert_eq!(registry.get("t").unwrap().manifest.version, 2);
 }
+
+/// Issue 8 defect 4: one task's damaged ACTIVE stays that task's problem.
+#[test]
+fn a_damaged_pointer_stays_with_its_task() {
+    let (d, s) = store();
+    s.put_and_activate(&artifact("good", 1.0), true).unwrap();
+    s.put_and_activate(&artifact("bad", 1.0), true).unwrap();
+    fs::write(d.path().join("bad/ACTIVE"), b"{not json").unwrap();
+    let registry = HeadRegistry::new(backbone());
+    let report = registry.sync(&s).unwrap();
+    assert_eq!(report.swapped, vec![("good".to_string(), 1)]);
+    assert_eq!(report.errors.len(), 1, "{report:?}");
+    assert_eq!(report.errors[0].0, "bad");
+    assert!(report.errors[0].1.contains("ACTIVE"), "{report:?}");
+    // Changing another task works and reports no error of its own.
+    s.put_and_activate(&artifact("good", 2.0), true).unwrap();
+    let report = registry.sync(&s).unwrap();
+    assert_eq!(report.swapped, vec![("good".to_string(), 2)]);
+    assert!(registry.get("good").is_some() && registry.get("bad").is_none());
+    // Activating a version repairs the damaged pointer.
+    s.activate("bad", 1).unwrap();
+    assert_eq!(s.active("bad").unwrap(), Some(1));
+    let report = registry.sync(&s).unwrap();
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert_eq!(registry.get("bad").unwrap().manifest.version, 1);
+}
+
+/// Issue 8 defect 5: rollback and activation check the target before the pointer moves.
+#[test]
+fn rollback_onto_a_damaged_version_leaves_the_pointer() {
+    let (d, s) = store();
+    s.put_and_activate(&artifact("t", 1.0), true).unwrap();
+    s.put_and_activate(&artifact("t", 2.0), true).unwrap();
+    fs::write(d.path().join("t/1/head.safetensors"), b"garbage").unwrap();
+    let before = fs::read(d.path().join("t/ACTIVE")).unwrap();
+    let err = s.rollback("t").unwrap_err();
+    assert!(
+        matches!(err, Error::NotLoadable { version: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(s.active("t").unwrap(), Some(2));
+    assert_eq!(fs::read(d.path().join("t/ACTIVE")).unwrap(), before);
+    let err = s.activate("t", 1).unwrap_err();
+    assert!(
+        matches!(err, Error::NotLoadable { version: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(s.active("t").unwrap(), Some(2));
+}
+
+#[test]
+fn a_store_bound_to_a_backbone_refuses_foreign_versions() {
+    let (d, s) = store();
+    let s = s.with_backbone(backbone());
+    s.put_and_activate(&artifact("t", 1.0), true).unwrap();
+    let mut foreign = artifact("t", 2.0);
+    foreign.manifest.backbone.fingerprint = "fp-other".into();
+    // Written by another tool straight into the folder, then activated.
+    FsHeadStore::open(d.path())
+        .unwrap()
+        .put_and_activate(&foreign, false)
+        .unwrap();
+    let err = s.activate("t", 2).unwrap_err();
+    assert!(err.to_string().contains("fp-other"), "{err}");
+    assert_eq!(s.active("t").unwrap(), Some(1));
+}
+
+/// Issue 8 defect 10: two store handles (as two processes) flipping one task's
+/// pointer never lose an update or leave temp debris behind.
+#[test]
+fn concurrent_activations_from_two_handles_keep_a_valid_pointer() {
+    let (d, s) = store();
+    for m in [1.0, 2.0, 3.0] {
+        s.put_and_activate(&artifact("t", m), true).unwrap();
+    }
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let root = d.path().to_owned();
+            std::thread::spawn(move || {
+                let s = FsHeadStore::open(root).unwrap();
+                for i in 0..50u64 {
+                    s.activate("t", 1 + (i + w) % 3).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let active = s.active("t").unwrap().unwrap();
+    assert!((1..=3).contains(&active));
+    s.load("t", active).unwrap();
+    let debris: Vec<_> = fs::read_dir(d.path().join("t"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp") || n.starts_with(".ACTIVE.tmp"))
+        .collect();
+    assert!(debris.is_empty(), "{debris:?}");
+}
