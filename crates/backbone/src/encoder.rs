@@ -145,11 +145,22 @@ impl Encoder {
 
     /// Embeds pre-tokenized inputs (from [`Encoder::tokenize`]), rows in input order.
     pub fn embed_ids(&self, ids: &[Vec<u32>]) -> Result<Embeddings> {
+        self.embed_ids_between(ids, &mut || {})
+    }
+
+    /// [`Encoder::embed_ids`] that calls `between` before each forward pass, so the
+    /// model thread can run more urgent work between the batches of a long job.
+    pub fn embed_ids_between(
+        &self,
+        ids: &[Vec<u32>],
+        between: &mut dyn FnMut(),
+    ) -> Result<Embeddings> {
         let dim = self.info.dim;
         let mut out = vec![0f32; ids.len() * dim];
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
         for chunk in order.chunks(self.batch_size) {
+            between();
             let batch: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
             let pooled = self.forward(&batch)?;
             for (row, &i) in chunk.iter().enumerate() {
@@ -215,14 +226,47 @@ fn pool(states: &Tensor, mask: &Tensor, pooling: Pooling) -> Tensor {
 
 /// Token ids of each text with `tokenizer`'s truncation, special tokens included.
 pub(crate) fn token_ids(tokenizer: &Tokenizer, texts: &[impl AsRef<str>]) -> Result<Vec<Vec<u32>>> {
-    let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
-    let encodings = tokenizer
-        .encode_batch(inputs, true)
-        .map_err(|e| Error::Tokenize(e.to_string()))?;
-    Ok(encodings
-        .into_iter()
-        .map(|e| e.get_ids().to_vec())
-        .collect())
+    let max_len = tokenizer.get_truncation().map(|t| t.max_length);
+    texts
+        .iter()
+        .map(|t| ids_of(tokenizer, t.as_ref(), max_len))
+        .collect()
+}
+
+/// Bytes per kept token of the prefix tried first for a long text: English runs at
+/// 4-6 bytes a token, CJK at 3; a text that needs more falls back to the whole.
+const PREFIX_BYTES_PER_TOKEN: usize = 12;
+
+/// The ids of one text. Truncation keeps only the first `max_len` tokens, yet the
+/// tokenizer would normalise and split all of a 64 KB text first; so a long text is
+/// tokenized from a prefix, and that answer is used only when it is provably the
+/// same: the prefix was itself truncated and every kept token ends before the
+/// prefix's last whitespace. BERT's normaliser and pre-tokenizer work per character
+/// and split at whitespace, so nothing after that whitespace can change a token
+/// before it. Otherwise (very long words, no whitespace) the whole text is used.
+fn ids_of(tokenizer: &Tokenizer, text: &str, max_len: Option<usize>) -> Result<Vec<u32>> {
+    let encode = |t: &str| {
+        tokenizer
+            .encode(t, true)
+            .map_err(|e| Error::Tokenize(e.to_string()))
+    };
+    if let Some(max_len) = max_len {
+        let mut cut = max_len.saturating_mul(PREFIX_BYTES_PER_TOKEN);
+        if text.len() > cut {
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let prefix = &text[..cut];
+            if let Some(safe) = prefix.rfind(char::is_whitespace) {
+                let enc = encode(prefix)?;
+                let kept_end = enc.get_offsets().iter().map(|o| o.1).max().unwrap_or(0);
+                if !enc.get_overflowing().is_empty() && kept_end <= safe {
+                    return Ok(enc.get_ids().to_vec());
+                }
+            }
+        }
+    }
+    Ok(encode(text)?.get_ids().to_vec())
 }
 
 fn load_tokenizer(bytes: &[u8], path: &Path, max_len: usize) -> Result<Tokenizer> {

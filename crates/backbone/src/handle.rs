@@ -1,6 +1,11 @@
 //! The model thread and its handle. One OS thread owns the [`Encoder`] (libtorch's
 //! intra-op pool does the parallel work); callers anywhere hold a cheap clone of
 //! [`EncoderHandle`] and get answers on a oneshot, as in text-embeddings-inference.
+//!
+//! Two queues: inference (the server's batches) and background (training features,
+//! the CLI). The thread always takes inference work first, and runs waiting
+//! inference jobs between the forward passes of a background job, so a training run
+//! delays a request by at most one background batch.
 use std::{path::PathBuf, sync::Arc, thread};
 
 use tokio::sync::{mpsc, oneshot};
@@ -21,10 +26,67 @@ enum Job {
     },
 }
 
+impl Job {
+    /// Runs the job; `between` runs before each forward pass.
+    fn run(self, encoder: &Encoder, between: &mut dyn FnMut()) {
+        let (result, reply) = match self {
+            Job::Embed { texts, reply } => {
+                if reply.is_closed() {
+                    return;
+                }
+                let r = encoder
+                    .tokenize(&texts)
+                    .and_then(|ids| encoder.embed_ids_between(&ids, between));
+                (r, reply)
+            }
+            Job::EmbedIds { ids, reply } => {
+                if reply.is_closed() {
+                    return;
+                }
+                (encoder.embed_ids_between(&ids, between), reply)
+            }
+        };
+        let _ = reply.send(result);
+    }
+}
+
+/// The model thread's loop: inference first, background work batch by batch.
+fn serve(encoder: &Encoder, mut urgent: mpsc::Receiver<Job>, mut background: mpsc::Receiver<Job>) {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().build() else {
+        return;
+    };
+    loop {
+        let next = match urgent.try_recv() {
+            Ok(job) => Some((job, true)),
+            Err(_) => match background.try_recv() {
+                Ok(job) => Some((job, false)),
+                Err(_) => runtime.block_on(async {
+                    tokio::select! {
+                        biased;
+                        Some(job) = urgent.recv() => Some((job, true)),
+                        Some(job) = background.recv() => Some((job, false)),
+                        else => None,
+                    }
+                }),
+            },
+        };
+        match next {
+            Some((job, true)) => job.run(encoder, &mut || {}),
+            Some((job, false)) => job.run(encoder, &mut || {
+                while let Ok(job) = urgent.try_recv() {
+                    job.run(encoder, &mut || {});
+                }
+            }),
+            None => return,
+        }
+    }
+}
+
 /// A cloneable handle to the model thread.
 #[derive(Clone)]
 pub struct EncoderHandle {
     tx: mpsc::Sender<Job>,
+    background: mpsc::Sender<Job>,
     info: Arc<BackboneInfo>,
     tokenizer: Arc<tokenizers::Tokenizer>,
 }
@@ -43,7 +105,8 @@ impl EncoderHandle {
     pub fn spawn(dir: impl Into<PathBuf>, options: &EncoderOptions) -> Result<EncoderHandle> {
         let dir = dir.into();
         let options = options.clone();
-        let (tx, mut rx) = mpsc::channel::<Job>(QUEUE);
+        let (tx, rx) = mpsc::channel::<Job>(QUEUE);
+        let (background, background_rx) = mpsc::channel::<Job>(QUEUE);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         thread::Builder::new()
             .name("polyhead-model".into())
@@ -63,20 +126,7 @@ impl EncoderHandle {
                     }
                 };
                 let _ = ready_tx.send(Ok((encoder.info().clone(), encoder.tokenizer().clone())));
-                while let Some(job) = rx.blocking_recv() {
-                    match job {
-                        Job::Embed { texts, reply } => {
-                            if !reply.is_closed() {
-                                let _ = reply.send(encoder.embed(&texts));
-                            }
-                        }
-                        Job::EmbedIds { ids, reply } => {
-                            if !reply.is_closed() {
-                                let _ = reply.send(encoder.embed_ids(&ids));
-                            }
-                        }
-                    }
-                }
+                serve(&encoder, rx, background_rx);
             })
             .map_err(|e| Error::Io {
                 path: "polyhead-model thread".into(),
@@ -85,6 +135,7 @@ impl EncoderHandle {
         let (info, tokenizer) = ready_rx.recv().map_err(|_| Error::Stopped)??;
         Ok(EncoderHandle {
             tx,
+            background,
             info: Arc::new(info),
             tokenizer: Arc::new(tokenizer),
         })
@@ -123,11 +174,23 @@ impl EncoderHandle {
         rx.await.map_err(|_| Error::Stopped)?
     }
 
-    /// [`EncoderHandle::embed`] for synchronous callers (CLI, trainer). Must not be
+    /// Embeds `texts` at background priority from async code: inference work on the
+    /// same model thread goes first.
+    pub async fn embed_background(&self, texts: Vec<String>) -> Result<Embeddings> {
+        let (reply, rx) = oneshot::channel();
+        self.background
+            .send(Job::Embed { texts, reply })
+            .await
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// Embeds `texts` at background priority, for synchronous callers (CLI,
+    /// trainer): inference work on the same model thread goes first. Must not be
     /// called from inside an async runtime.
     pub fn embed_blocking(&self, texts: Vec<String>) -> Result<Embeddings> {
         let (reply, rx) = oneshot::channel();
-        self.tx
+        self.background
             .blocking_send(Job::Embed { texts, reply })
             .map_err(|_| Error::Stopped)?;
         rx.blocking_recv().map_err(|_| Error::Stopped)?

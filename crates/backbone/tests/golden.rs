@@ -134,3 +134,33 @@ fn embeddings_are_unit_length_and_distinct() {
     assert_eq!(e.row(0), e.row(2));
     assert!(cosine(e.row(0), e.row(1)) < 0.9);
 }
+
+/// Long texts are tokenized from a prefix when that provably gives the same ids
+/// (crates/backbone/src/encoder.rs, `ids_of`): every case here must match the
+/// tokenizer run on the whole text, including the ones built to defeat the prefix.
+#[test]
+fn prefix_tokenization_equals_whole_text_tokenization() {
+    let enc = encoder(Dtype::F32, 8);
+    let words = "the quick brown fox jumps over the lazy dog while regulators consider ";
+    let cases: Vec<String> = vec![
+        words.repeat(1000),
+        format!("a{}b", " ".repeat(70_000)),
+        "x".repeat(20_000),
+        format!("{} ", "y".repeat(101)).repeat(300),
+        "中文文本处理".repeat(3000),
+        "中文 文本 处理 ".repeat(3000),
+        "cafe\u{301} na\u{ef}ve re\u{301}sume\u{301} ".repeat(2000),
+        "emoji 😀🎉 zero\u{200b}width tab\tand\u{7}bell ".repeat(1500),
+        "!?".repeat(5000),
+        "a, b. c; (d) [e] ".repeat(3000),
+        format!("{}{}", words.repeat(40), "z".repeat(30_000)),
+        format!("{} {}", "w".repeat(3000), words.repeat(100)),
+        "ÀÉÎÕÜ ÑØÅ ßẞ ".repeat(2000),
+        "Straße İstanbul ǅungla ".repeat(2000),
+    ];
+    for (i, text) in cases.iter().enumerate() {
+        let whole = enc.tokenizer().encode(text.as_str(), true).unwrap();
+        let got = enc.tokenize(&[text.as_str()]).unwrap();
+        assert_eq!(got[0], whole.get_ids(), "case {i}");
+    }
+}
