@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 
-use crate::{metrics::evaluate, train::class_weights, TrainOptions};
+use crate::{metrics::evaluate, train::class_weights, Budget, Result, TrainOptions};
 use polyhead_heads::Metrics;
 
 /// A sparse row: (feature index, value), sorted by index.
@@ -188,7 +188,8 @@ impl Baseline {
         valid: (&[&str], &[usize]),
         classes: usize,
         o: &TrainOptions,
-    ) -> Baseline {
+        budget: &Budget,
+    ) -> Result<Baseline> {
         let tfidf = Tfidf::fit(train.0, o.baseline_max_features);
         let xt: Vec<SparseRow> = train.0.iter().map(|t| tfidf.transform(t)).collect();
         let xv: Vec<SparseRow> = valid.0.iter().map(|t| tfidf.transform(t)).collect();
@@ -213,6 +214,9 @@ impl Baseline {
         for _ in 0..o.max_epochs {
             order.shuffle(&mut rng);
             for batch in order.chunks(o.batch_size) {
+                if total_steps % 16 == 0 {
+                    budget.check()?;
+                }
                 grads.iter_mut().for_each(|g| *g = 0.0);
                 // Weighted mean cross-entropy, as torch's CrossEntropyLoss(weight=...).
                 let wsum: f32 = batch.iter().map(|&i| weights[train.1[i]]).sum();
@@ -250,10 +254,10 @@ impl Baseline {
                 }
             }
         }
-        Baseline {
+        Ok(Baseline {
             tfidf,
             model: best_model,
-        }
+        })
     }
 
     /// Metrics on labelled texts.
@@ -300,7 +304,14 @@ mod tests {
             max_epochs: 50,
             ..Default::default()
         };
-        let b = Baseline::train((&texts, &labels), (&texts, &labels), 2, &o);
+        let b = Baseline::train(
+            (&texts, &labels),
+            (&texts, &labels),
+            2,
+            &o,
+            &Budget::unlimited(),
+        )
+        .unwrap();
         let m = b.evaluate(&names, &["cheap pills", "noon meeting"], &[1, 0]);
         assert_eq!(m.accuracy, 1.0);
     }

@@ -18,6 +18,26 @@ pub struct Example {
     pub line: usize,
 }
 
+/// A dataset file's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object `{"text": ..., "label": ...}` per line.
+    Jsonl,
+    /// A `text,label` header, then one row per example.
+    Csv,
+}
+
+impl std::str::FromStr for Format {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Format> {
+        match s {
+            "jsonl" | "json" | "ndjson" => Ok(Format::Jsonl),
+            "csv" => Ok(Format::Csv),
+            _ => Err(Error::Dataset(format!("format {s:?}: use jsonl or csv"))),
+        }
+    }
+}
+
 /// Labelled examples in file order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Dataset {
@@ -50,21 +70,34 @@ impl Dataset {
 
     /// Reads a `.jsonl`/`.json` or `.csv` file (by extension).
     pub fn load(path: &Path) -> Result<Dataset> {
-        let bytes = std::fs::read(path).map_err(io(path))?;
+        Self::read(path, None)
+    }
+
+    /// Reads `path` (`-` = standard input) in `format`; without one, the extension
+    /// decides, and a name with no known extension (a pipe such as `<(cmd)`, stdin)
+    /// is JSONL when its first non-blank byte is `{`, CSV otherwise.
+    pub fn read(path: &Path, format: Option<Format>) -> Result<Dataset> {
+        let bytes = if path.as_os_str() == "-" {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map_err(io(path))?;
+            buf
+        } else {
+            std::fs::read(path).map_err(io(path))?
+        };
         let ext = path
             .extension()
             .and_then(|e| e.to_str())
             .unwrap_or("")
             .to_ascii_lowercase();
-        let ds = match ext.as_str() {
-            "jsonl" | "json" | "ndjson" => Self::parse_jsonl(&bytes, path)?,
-            "csv" => Self::parse_csv(&bytes, path)?,
-            _ => {
-                return Err(Error::Dataset(format!(
-                    "{}: unknown format {ext:?} (use .jsonl or .csv)",
-                    path.display()
-                )))
-            }
+        let format = format.unwrap_or(match ext.as_str() {
+            "jsonl" | "json" | "ndjson" => Format::Jsonl,
+            "csv" => Format::Csv,
+            _ if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => Format::Jsonl,
+            _ => Format::Csv,
+        });
+        let ds = match format {
+            Format::Jsonl => Self::parse_jsonl(&bytes, path)?,
+            Format::Csv => Self::parse_csv(&bytes, path)?,
         };
         if ds.examples.is_empty() {
             return Err(Error::Dataset(format!(
@@ -176,7 +209,14 @@ impl Dataset {
 fn as_string(v: serde_json::Value) -> Option<String> {
     match v {
         serde_json::Value::String(s) => Some(s),
-        serde_json::Value::Number(n) => Some(n.to_string()),
+        // 1 and 1.0 are one number, so one label: whole numbers are written without
+        // a fraction (up to 2^53, where f64 holds every integer exactly).
+        serde_json::Value::Number(n) => Some(match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => {
+                format!("{}", f as i64)
+            }
+            _ => n.to_string(),
+        }),
         serde_json::Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }
@@ -252,6 +292,34 @@ mod tests {
         let e = err("a.csv", "body,label\nfine,x\n");
         assert!(e.contains(":1:") && e.contains("text and label"), "{e}");
         let e = err("a.txt", "x");
-        assert!(e.contains("unknown format"), "{e}");
+        assert!(e.contains("text and label"), "{e}");
+    }
+
+    #[test]
+    fn numeric_labels_are_one_class_per_number() {
+        let (_d, p) = write(
+            "a.jsonl",
+            "{\"text\":\"a\",\"label\":1}\n{\"text\":\"b\",\"label\":1.0}\n{\"text\":\"c\",\"label\":2.5}\n{\"text\":\"d\",\"label\":-3.0}\n",
+        );
+        let ds = Dataset::load(&p).unwrap();
+        assert_eq!(ds.labels(), vec!["-3", "1", "2.5"]);
+    }
+
+    #[test]
+    fn format_is_sniffed_or_given() {
+        let (_d, p) = write("pipe", "\n {\"text\":\"hi\",\"label\":\"x\"}\n");
+        assert_eq!(Dataset::read(&p, None).unwrap().examples.len(), 1);
+        let (_d, p) = write("pipe", "text,label\nhello,x\n");
+        assert_eq!(Dataset::read(&p, None).unwrap().examples[0].label, "x");
+        let (_d, p) = write("data.txt", "{\"text\":\"hi\",\"label\":\"x\"}\n");
+        assert!(Dataset::read(&p, Some(Format::Csv)).is_err());
+        assert_eq!(
+            Dataset::read(&p, Some(Format::Jsonl))
+                .unwrap()
+                .examples
+                .len(),
+            1
+        );
+        assert!("xml".parse::<Format>().is_err());
     }
 }

@@ -20,6 +20,15 @@ pub enum Error {
     /// Invalid training options.
     #[error("training options: {0}")]
     Options(String),
+    /// The request is over a configured limit (the message names the key).
+    #[error("{0}")]
+    Limit(String),
+    /// The run was cancelled: its caller went away.
+    #[error("training cancelled: {0}")]
+    Cancelled(String),
+    /// The run passed its time limit.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

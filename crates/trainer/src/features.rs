@@ -2,14 +2,14 @@
 //! dtype + text hash: retraining on the same texts never runs the backbone again.
 use std::{
     fs,
+    io::Write,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicU64, Ordering},
 };
 
 use polyhead_backbone::{Embeddings, EncoderHandle};
 use sha2::{Digest, Sha256};
 
-use crate::{error::io, Result};
+use crate::{error::io, Budget, Result};
 
 /// How many texts were served from the cache and how many were embedded.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -28,8 +28,6 @@ pub struct FeatureCache {
 
 /// Texts per model-thread job when filling the cache.
 const EMBED_CHUNK: usize = 128;
-
-static SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl FeatureCache {
     /// A cache in `dir` (created on first write).
@@ -51,12 +49,24 @@ impl FeatureCache {
             .map(|d| d.join(namespace).join(&digest[..2]).join(&digest[2..]))
     }
 
-    /// Features of `texts`, in order: cached rows are read, the rest are embedded in
-    /// one call to the model thread and written back.
+    /// Features of `texts`, in order: cached rows are read, the rest are embedded on
+    /// the model thread (at background priority) and written back.
     pub fn features(
         &self,
         encoder: &EncoderHandle,
         texts: &[String],
+    ) -> Result<(Embeddings, CacheStats)> {
+        self.features_within(encoder, texts, &Budget::unlimited(), &mut |_| {})
+    }
+
+    /// [`FeatureCache::features`] that stops when `budget` runs out and reports how
+    /// many of `texts` are done after the cache look-up and after each chunk.
+    pub fn features_within(
+        &self,
+        encoder: &EncoderHandle,
+        texts: &[String],
+        budget: &Budget,
+        progress: &mut dyn FnMut(usize),
     ) -> Result<(Embeddings, CacheStats)> {
         let info = encoder.info();
         let dim = info.dim;
@@ -69,9 +79,12 @@ impl FeatureCache {
                 None => missing.push(i),
             }
         }
-        // Chunks keep each model-thread job short, so a server's inference requests
-        // interleave with a training job instead of waiting behind all of it.
+        progress(texts.len() - missing.len());
+        let mut done = texts.len() - missing.len();
+        // Chunks bound how much work a cancelled run still does and pace progress; the
+        // model thread runs inference batches between this job's batches.
         for chunk in missing.chunks(EMBED_CHUNK) {
+            budget.check()?;
             let batch: Vec<String> = chunk.iter().map(|&i| texts[i].clone()).collect();
             let emb = encoder.embed_blocking(batch)?;
             for (row, &i) in emb.rows().zip(chunk) {
@@ -80,6 +93,8 @@ impl FeatureCache {
                     write_row(&p, row)?;
                 }
             }
+            done += chunk.len();
+            progress(done);
         }
         let stats = CacheStats {
             hits: texts.len() - missing.len(),
@@ -105,13 +120,14 @@ fn read_row(path: &Path, dim: usize) -> Option<Vec<f32>> {
 fn write_row(path: &Path, row: &[f32]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io(dir))?;
-    // temp + rename: a concurrent reader sees the whole row or none.
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
+    // temp + rename: a concurrent reader sees the whole row or none. tempfile's random
+    // names cannot collide between processes sharing the folder (pid 1 in containers).
     let bytes: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
-    fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(io(path))
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(io(dir))?;
+    tmp.write_all(&bytes).map_err(io(tmp.path()))?;
+    tmp.persist(path).map_err(|e| io(path)(e.error))?;
+    Ok(())
 }

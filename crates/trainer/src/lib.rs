@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 mod baseline;
+mod budget;
 mod dataset;
 mod error;
 mod features;
@@ -19,7 +20,8 @@ mod split;
 mod train;
 
 pub use baseline::{Baseline, Tfidf};
-pub use dataset::{Dataset, Example};
+pub use budget::{Budget, TrainLimits};
+pub use dataset::{Dataset, Example, Format};
 pub use error::{Error, Result};
 pub use features::{CacheStats, FeatureCache};
 pub use metrics::{argmax_rows, evaluate};

@@ -14,7 +14,7 @@ use crate::{
     metrics::{argmax_rows, evaluate},
     split::stratified_split,
     train::{train_head, EpochReport, Split},
-    Dataset, Error, Result, TrainOptions,
+    Budget, Dataset, Error, Result, TrainOptions,
 };
 
 /// What to train.
@@ -31,6 +31,8 @@ pub struct TrainRequest {
     pub test: Option<Dataset>,
     /// Hyper-parameters.
     pub options: TrainOptions,
+    /// Deadline and cancellation of the run.
+    pub budget: Budget,
 }
 
 /// Progress of a run.
@@ -41,6 +43,13 @@ pub enum Progress {
     Stage {
         /// Stage name.
         name: String,
+    },
+    /// More texts have features (embedded or read from the cache).
+    Features {
+        /// Texts done so far.
+        done: usize,
+        /// Texts in all.
+        total: usize,
     },
     /// An epoch of the head finished.
     Epoch(EpochReport),
@@ -111,6 +120,9 @@ pub fn train_task(
             .collect()
     };
     let y_all = index(&req.train, "training")?;
+    if req.valid.is_none() {
+        check_holdout(&labels, &y_all)?;
+    }
     let (train_idx, valid_set): (Vec<usize>, Vec<(String, usize)>) = match &req.valid {
         Some(v) => (
             (0..y_all.len()).collect(),
@@ -142,10 +154,22 @@ pub fn train_task(
         name: "features".into(),
     });
     let t0 = Instant::now();
-    let (x_train, s1) = cache.features(encoder, &train_texts)?;
-    let (x_valid, s2) = cache.features(encoder, &valid_texts)?;
+    let total = train_texts.len() + valid_texts.len() + test.as_ref().map_or(0, |t| t.0.len());
+    let mut done = 0;
+    let mut features = |texts: &[String]| {
+        let out = cache.features_within(encoder, texts, &req.budget, &mut |n| {
+            progress(Progress::Features {
+                done: done + n,
+                total,
+            })
+        });
+        done += texts.len();
+        out
+    };
+    let (x_train, s1) = features(&train_texts)?;
+    let (x_valid, s2) = features(&valid_texts)?;
     let x_test = match &test {
-        Some((texts, _)) => Some(cache.features(encoder, texts)?),
+        Some((texts, _)) => Some(features(texts)?),
         None => None,
     };
     let s3 = x_test.as_ref().map(|x| x.1).unwrap_or_default();
@@ -172,6 +196,7 @@ pub fn train_task(
         dim,
         &labels,
         &req.options,
+        &req.budget,
         &mut |e| progress(Progress::Epoch(e)),
     )?;
     let head_s = t1.elapsed().as_secs_f64();
@@ -192,7 +217,13 @@ pub fn train_task(
             name: "baseline".into(),
         });
         let (tt, vt) = (refs(&train_texts), refs(&valid_texts));
-        let base = Baseline::train((&tt, &y_train), (&vt, &y_valid), labels.len(), &req.options);
+        let base = Baseline::train(
+            (&tt, &y_train),
+            (&vt, &y_valid),
+            labels.len(),
+            &req.options,
+            &req.budget,
+        )?;
         let test_base = test
             .as_ref()
             .map(|(texts, y)| base.evaluate(&labels, &refs(texts), y));
@@ -247,6 +278,32 @@ pub fn train_task(
         },
     };
     Ok((HeadArtifact { manifest, head }, report))
+}
+
+/// Without a validation set, every label must keep one example for validation, or
+/// the validation metrics (and the activation gate on them) would measure nothing.
+fn check_holdout(labels: &[String], y: &[usize]) -> Result<()> {
+    let mut counts = vec![0usize; labels.len()];
+    y.iter().for_each(|&l| counts[l] += 1);
+    let single: Vec<&str> = labels
+        .iter()
+        .zip(&counts)
+        .filter(|(_, &c)| c < 2)
+        .map(|(l, _)| l.as_str())
+        .take(5)
+        .collect();
+    if single.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Dataset(format!(
+        "every label needs at least 2 examples (one is held out for validation), or pass a \
+         validation set; labels with one example: {single:?}{}",
+        if counts.iter().filter(|&&c| c < 2).count() > 5 {
+            " ..."
+        } else {
+            ""
+        }
+    )))
 }
 
 fn refs(v: &[String]) -> Vec<&str> {

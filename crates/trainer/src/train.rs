@@ -4,7 +4,7 @@ use polyhead_heads::{Dense, Head, HeadKind};
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 use tch::{nn, nn::Module, nn::OptimizerConfig, Device, Kind, Reduction, Tensor};
 
-use crate::{HeadChoice, Result, TrainOptions};
+use crate::{Budget, HeadChoice, Result, TrainOptions};
 
 /// Serialises use of libtorch's global random generator (see [`train_head`]).
 static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -100,7 +100,8 @@ fn targets(labels: &[usize]) -> Tensor {
 }
 
 /// Trains a head. Early-stops on validation loss and returns the weights of the best
-/// epoch, with one report per epoch passed to `progress`.
+/// epoch, with one report per epoch passed to `progress`. Stops with an error when
+/// `budget` runs out (checked every epoch and every few optimiser steps).
 ///
 /// Same seed + same data give bit-identical weights across processes and across
 /// sequential runs. Runs in one process are serialised on libtorch's global random
@@ -113,6 +114,7 @@ pub fn train_head(
     dim: usize,
     labels: &[String],
     o: &TrainOptions,
+    budget: &Budget,
     progress: &mut dyn FnMut(EpochReport),
 ) -> Result<(Head, Vec<EpochReport>)> {
     let classes = labels.len();
@@ -136,6 +138,9 @@ pub fn train_head(
         order.shuffle(&mut rng);
         let (mut sum, mut steps) = (0.0, 0);
         for batch in order.chunks(o.batch_size) {
+            if total_steps % 16 == 0 {
+                budget.check()?;
+            }
             let idx = Tensor::from_slice(batch);
             let logits = net.forward_t(&xt.index_select(0, &idx), true);
             let loss = logits.cross_entropy_loss(

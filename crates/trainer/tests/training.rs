@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use polyhead_backbone::{EncoderHandle, EncoderOptions};
 use polyhead_trainer::{
-    train_head, train_task, Dataset, Error, FeatureCache, HeadChoice, Split, TrainOptions,
+    train_head, train_task, Budget, Dataset, Error, FeatureCache, HeadChoice, Split, TrainOptions,
     TrainRequest,
 };
 
@@ -49,6 +49,7 @@ fn fit(o: &TrainOptions) -> polyhead_heads::Head {
         8,
         &labels,
         o,
+        &Budget::unlimited(),
         &mut |_| {},
     )
     .unwrap();
@@ -146,6 +147,7 @@ fn end_to_end_on_real_backbone_with_cache() {
             max_epochs: 100,
             ..Default::default()
         },
+        budget: Budget::unlimited(),
     };
     let (artifact, report) = train_task(&encoder, &cache, &req, &mut |_| {}).unwrap();
     assert_eq!(report.feature_cache.hits, 0);
@@ -174,6 +176,7 @@ fn label_only_in_validation_is_an_error() {
         valid: Some(pairs(&[("hello", "ham"), ("buy now", "promo")])),
         test: None,
         options: TrainOptions::default(),
+        budget: Budget::unlimited(),
     };
     let err = train_task(&encoder, &FeatureCache::disabled(), &req, &mut |_| {}).unwrap_err();
     assert!(matches!(err, Error::Dataset(_)), "{err}");
@@ -196,4 +199,62 @@ fn label_only_in_validation_is_an_error() {
     };
     let err = train_task(&encoder, &FeatureCache::disabled(), &one_label, &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("at least 2 labels"), "{err}");
+}
+
+#[test]
+fn a_label_without_a_validation_example_is_refused() {
+    let _serial = serial();
+    let encoder = EncoderHandle::spawn(model_dir(), &EncoderOptions::default()).unwrap();
+    // Two rows, two labels: nothing could be held out, so validation would be n=0.
+    let req = TrainRequest {
+        task: "t".into(),
+        train: pairs(&[("first", "1"), ("second", "2")]),
+        valid: None,
+        test: None,
+        options: TrainOptions::default(),
+        budget: Budget::unlimited(),
+    };
+    let err = train_task(&encoder, &FeatureCache::disabled(), &req, &mut |_| {}).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, Error::Dataset(_)) && msg.contains("at least 2 examples"),
+        "{msg}"
+    );
+    // With a validation set given, the same rows train.
+    let ok = TrainRequest {
+        valid: Some(pairs(&[("third", "1"), ("fourth", "2")])),
+        ..req
+    };
+    assert!(train_task(&encoder, &FeatureCache::disabled(), &ok, &mut |_| {}).is_ok());
+}
+
+#[test]
+fn a_cancelled_or_late_run_stops_with_its_reason() {
+    let _serial = serial();
+    let encoder = EncoderHandle::spawn(model_dir(), &EncoderOptions::default()).unwrap();
+    let budget = Budget::unlimited();
+    budget.cancel();
+    let req = TrainRequest {
+        task: "t".into(),
+        train: small(),
+        valid: None,
+        test: None,
+        options: TrainOptions::default(),
+        budget,
+    };
+    let err = train_task(&encoder, &FeatureCache::disabled(), &req, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, Error::Cancelled(_)), "{err}");
+    // A deadline that passes during training stops it between steps.
+    let late = TrainRequest {
+        budget: Budget::within(std::time::Duration::from_millis(1)),
+        options: TrainOptions {
+            max_epochs: 10_000,
+            min_steps: 1_000_000,
+            ..Default::default()
+        },
+        ..req
+    };
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let err = train_task(&encoder, &FeatureCache::disabled(), &late, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, Error::DeadlineExceeded(_)), "{err}");
 }
