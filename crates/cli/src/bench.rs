@@ -1,4 +1,5 @@
-//! `polyhead bench`: backbone throughput on a file of texts, as one JSON line.
+//! `polyhead bench`: backbone throughput on a file of texts, as one JSON line; with
+//! `--addr`, gRPC load against a running server (see `load.rs`).
 use std::{path::PathBuf, time::Instant};
 
 use anyhow::{ensure, Context, Result};
@@ -21,6 +22,8 @@ pub struct BenchArgs {
     pub label: String,
     #[command(flatten)]
     pub backbone: BackboneArgs,
+    #[command(flatten)]
+    pub load: crate::load::LoadArgs,
 }
 
 /// Runs the benchmark: one warm-up pass over the file, then timed passes. With
@@ -28,8 +31,12 @@ pub struct BenchArgs {
 pub fn run(settings: &Settings, args: &BenchArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.input)
         .with_context(|| format!("reading {}", args.input.display()))?;
-    let texts: Vec<&str> = text.lines().collect();
+    let texts: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     ensure!(!texts.is_empty(), "{} has no lines", args.input.display());
+    if args.load.addr.is_some() {
+        let owned = texts.iter().map(|t| (*t).to_owned()).collect();
+        return crate::load::run(&args.load, owned, args.seconds);
+    }
     let encoder = load_encoder(settings)?;
     let tokens: usize = encoder.tokenize(&texts)?.iter().map(Vec::len).sum();
     encoder.embed(&texts)?;

@@ -2,6 +2,7 @@
 mod bench;
 mod client;
 mod embed;
+mod load;
 mod tasks;
 
 use std::path::PathBuf;
@@ -31,7 +32,8 @@ enum Command {
     Info(BackboneArgs),
     /// Embed texts: one per line on stdin, one JSON object per line on stdout.
     Embed(BackboneArgs),
-    /// Measure backbone throughput (texts/s) on a file of texts.
+    /// Measure backbone throughput (texts/s) on a file of texts, or with --addr put
+    /// gRPC load on a running server (latency percentiles, errors by code).
     Bench(bench::BenchArgs),
     /// Train a head on labelled data, evaluate it against the baseline, store it.
     Train(tasks::TrainArgs),

@@ -8,7 +8,8 @@ use polyhead_backbone::EncoderHandle;
 use polyhead_heads::{FsHeadStore, Metrics};
 use polyhead_server::Settings;
 use polyhead_trainer::{
-    evaluate_head, train_task, Dataset, FeatureCache, Progress, TrainOptions, TrainRequest,
+    evaluate_head, train_task, Budget, Dataset, FeatureCache, Format, Progress, TrainOptions,
+    TrainRequest,
 };
 use serde_json::json;
 
@@ -38,9 +39,13 @@ pub struct TrainArgs {
     /// Task name (^[a-z0-9][a-z0-9_-]{0,63}$).
     #[arg(long)]
     pub task: String,
-    /// Training data: .jsonl rows {"text","label"} or .csv with a text,label header.
+    /// Training data: .jsonl rows {"text","label"} or .csv with a text,label header;
+    /// `-` reads standard input.
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
+    /// jsonl or csv (default: by extension; otherwise JSONL if the data starts with `{`).
+    #[arg(long)]
+    pub format: Option<String>,
     /// Validation data (default: a stratified split of --data).
     #[arg(long, value_name = "FILE")]
     pub valid: Option<PathBuf>,
@@ -122,6 +127,52 @@ fn load(path: &std::path::Path) -> Result<Dataset> {
     Ok(Dataset::load(path)?)
 }
 
+/// Progress of a training run on stderr: a bar while features are embedded (a
+/// cold-cache run embeds for minutes), a line every 10 epochs.
+fn progress_printer(quiet: bool) -> impl FnMut(Progress) {
+    use std::io::IsTerminal;
+    let bar = indicatif::ProgressBar::hidden();
+    let tty = std::io::stderr().is_terminal();
+    let mut last_tenth = usize::MAX;
+    move |p| {
+        if quiet {
+            return;
+        }
+        match p {
+            Progress::Stage { name } => {
+                bar.finish_and_clear();
+                eprintln!("[train] {name}");
+            }
+            Progress::Features { done, total } if !tty => {
+                // Logs get a line per tenth instead of a bar.
+                let tenth = done * 10 / total.max(1);
+                if tenth != last_tenth {
+                    last_tenth = tenth;
+                    eprintln!("[train] features {done}/{total}");
+                }
+            }
+            Progress::Features { done, total } => {
+                if bar.is_hidden() && done < total {
+                    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "[train] features {bar:30} {pos}/{len} texts ({per_sec}, eta {eta})",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    );
+                }
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            }
+            Progress::Epoch(e) if e.epoch % 10 == 0 => eprintln!(
+                "[train] epoch {:3}  train loss {:.4}  valid loss {:.4}  valid acc {:.4}",
+                e.epoch, e.train_loss, e.validation_loss, e.validation_accuracy
+            ),
+            Progress::Epoch(_) => {}
+        }
+    }
+}
+
 /// `polyhead train`.
 pub fn train(settings: &Settings, a: &TrainArgs) -> Result<()> {
     let mut options = TrainOptions {
@@ -137,30 +188,20 @@ pub fn train(settings: &Settings, a: &TrainArgs) -> Result<()> {
     if let Some(lr) = a.lr {
         options.learning_rate = lr;
     }
+    let format: Option<Format> = a.format.as_deref().map(str::parse).transpose()?;
     let req = TrainRequest {
         task: a.task.clone(),
-        train: load(&a.data)?,
+        train: Dataset::read(&a.data, format)?,
         valid: a.valid.as_deref().map(load).transpose()?,
         test: a.test.as_deref().map(load).transpose()?,
         options,
+        budget: Budget::unlimited(),
     };
     polyhead_heads::validate_task_name(&req.task)?;
     let store = open_store(settings)?;
     let encoder = spawn_encoder(settings)?;
     let cache = FeatureCache::new(settings.feature_cache_dir());
-    let quiet = a.json;
-    let (artifact, report) = train_task(&encoder, &cache, &req, &mut |p| {
-        if !quiet {
-            match p {
-                Progress::Stage { name } => eprintln!("[train] {name}"),
-                Progress::Epoch(e) if e.epoch % 10 == 0 => eprintln!(
-                    "[train] epoch {:3}  train loss {:.4}  valid loss {:.4}  valid acc {:.4}",
-                    e.epoch, e.train_loss, e.validation_loss, e.validation_accuracy
-                ),
-                Progress::Epoch(_) => {}
-            }
-        }
-    })?;
+    let (artifact, report) = train_task(&encoder, &cache, &req, &mut progress_printer(a.json))?;
     let passes = a
         .min_accuracy
         .is_none_or(|min| report.validation.head.accuracy >= min);
@@ -256,7 +297,14 @@ pub fn eval(settings: &Settings, a: &EvalArgs) -> Result<()> {
 pub fn tasks(settings: &Settings) -> Result<()> {
     let store = open_store(settings)?;
     for task in store.tasks()? {
-        let active = store.active(&task)?;
+        // One damaged task is reported on its line; the others still list.
+        let active = match store.active(&task) {
+            Ok(a) => a,
+            Err(e) => {
+                println!("{}", json!({ "task": task, "error": e.to_string() }));
+                continue;
+            }
+        };
         let versions = store.versions(&task)?;
         let (labels, kind) = match active.map(|v| store.load(&task, v)).transpose() {
             Ok(Some(a)) => (a.head.labels().to_vec(), a.manifest.head.name().to_string()),

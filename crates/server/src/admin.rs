@@ -1,6 +1,6 @@
 //! The `Registry` service (admin): upload, train, activate, roll back, delete. Every
 //! change goes through the store first, then the live set is swapped to match.
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use metrics::counter;
 use polyhead_api::v1::{
@@ -10,27 +10,28 @@ use polyhead_api::v1::{
     TrainResult, VersionInfo, VersionResponse,
 };
 use polyhead_heads::{validate_task_name, HeadArtifact};
-use polyhead_trainer::{train_task, Progress, TrainRequest};
+use polyhead_trainer::{train_task, Budget, Progress, TrainRequest};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
     convert::{dataset, metrics_msg, train_options},
-    inference::{observe, ready, ReadyEngine},
+    inference::{observe, ready, CallLimits, ReadyEngine},
     metrics as m, Engine, ServerError,
 };
 
 /// Implements `polyhead.v1.Registry`.
 #[derive(Debug, Clone)]
-pub struct RegistryService {
+pub(crate) struct RegistryService {
     engine: ReadyEngine,
+    limits: CallLimits,
 }
 
 impl RegistryService {
     /// A service answering UNAVAILABLE until `engine` is set.
-    pub fn new(engine: ReadyEngine) -> Self {
-        RegistryService { engine }
+    pub fn new(engine: ReadyEngine, limits: CallLimits) -> Self {
+        RegistryService { engine, limits }
     }
 }
 
@@ -57,14 +58,98 @@ fn send(tx: &mpsc::Sender<Result<TrainProgress, Status>>, event: Event) {
     let _ = tx.blocking_send(Ok(TrainProgress { event: Some(event) }));
 }
 
+/// Validates a TrainHead request against the data rules and `[train]` limits.
+fn check_train_request(
+    engine: &Engine,
+    req: &TrainHeadRequest,
+) -> Result<TrainRequest, ServerError> {
+    validate_task_name(&req.task)?;
+    let train = dataset(&req.examples)?;
+    if train.labels().len() < 2 {
+        return Err(ServerError::InvalidArgument(format!(
+            "examples need at least 2 distinct labels, found {:?}",
+            train.labels()
+        )));
+    }
+    let valid = if req.validation.is_empty() {
+        None
+    } else {
+        Some(dataset(&req.validation)?)
+    };
+    let options = train_options(req.options.as_ref())?;
+    engine
+        .settings
+        .train_limits()
+        .check(&train, valid.as_ref(), &options)?;
+    Ok(TrainRequest {
+        task: req.task.clone(),
+        train,
+        valid,
+        test: None,
+        options,
+        budget: Budget::unlimited(),
+    })
+}
+
+/// Trains on a blocking thread, streaming progress, then stores (and, if asked and
+/// the validation gate passes, activates) the new version.
+async fn run_training(
+    engine: &Arc<Engine>,
+    treq: TrainRequest,
+    tx: mpsc::Sender<Result<TrainProgress, Status>>,
+    activate: bool,
+    min_acc: f64,
+) -> Result<TrainResult, ServerError> {
+    blocking(engine, move |e| {
+        send(&tx, Event::Stage("features".into()));
+        let (artifact, report) =
+            train_task(&e.encoder, &e.feature_cache, &treq, &mut |p| match p {
+                Progress::Stage { name } => send(&tx, Event::Stage(name)),
+                Progress::Features { done, total } => {
+                    send(&tx, Event::Stage(format!("features {done}/{total}")))
+                }
+                Progress::Epoch(r) => send(
+                    &tx,
+                    Event::Epoch(EpochReport {
+                        epoch: r.epoch as u32,
+                        train_loss: r.train_loss as f32,
+                        validation_loss: r.validation_loss as f32,
+                        validation_accuracy: r.validation_accuracy as f32,
+                    }),
+                ),
+            })?;
+        let passes = report.validation.head.accuracy >= min_acc;
+        let activated = activate && passes;
+        let version = e.change_store(|s| Ok(s.put_and_activate(&artifact, activated)?))?;
+        let note = if activate && !passes {
+            format!(
+                "not activated: validation accuracy {:.4} < min_validation_accuracy {min_acc:.4}",
+                report.validation.head.accuracy
+            )
+        } else {
+            String::new()
+        };
+        Ok(TrainResult {
+            task: report.task.clone(),
+            version,
+            activated,
+            head_metrics: Some(metrics_msg(&report.validation.head)),
+            baseline_metrics: report.validation.baseline.as_ref().map(metrics_msg),
+            note,
+        })
+    })
+    .await
+}
+
 #[tonic::async_trait]
 impl Registry for RegistryService {
     async fn register_head(
         &self,
         request: Request<RegisterHeadRequest>,
     ) -> Result<Response<RegisterHeadResponse>, Status> {
+        let deadline = self.limits.deadline(&request);
         let req = request.into_inner();
-        observe("RegisterHead", "", async {
+        observe("RegisterHead", "", self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             let artifact = HeadArtifact::decode(&req.manifest_json, &req.safetensors)?;
             artifact.check_backbone(engine.registry.backbone())?;
@@ -89,30 +174,10 @@ impl Registry for RegistryService {
         &self,
         request: Request<TrainHeadRequest>,
     ) -> Result<Response<Self::TrainHeadStream>, Status> {
+        let client_deadline = self.limits.client_deadline(&request);
         let req = request.into_inner();
         let engine = ready(&self.engine)?;
-        let checked = (|| -> Result<TrainRequest, ServerError> {
-            validate_task_name(&req.task)?;
-            let train = dataset(&req.examples)?;
-            if train.labels().len() < 2 {
-                return Err(ServerError::InvalidArgument(format!(
-                    "examples need at least 2 distinct labels, found {:?}",
-                    train.labels()
-                )));
-            }
-            let valid = if req.validation.is_empty() {
-                None
-            } else {
-                Some(dataset(&req.validation)?)
-            };
-            Ok(TrainRequest {
-                task: req.task.clone(),
-                train,
-                valid,
-                test: None,
-                options: train_options(req.options.as_ref())?,
-            })
-        })();
+        let checked = check_train_request(&engine, &req);
         let treq = match checked {
             Ok(t) => t,
             Err(e) => {
@@ -120,49 +185,39 @@ impl Registry for RegistryService {
                 return Err(e.into());
             }
         };
+        // One job at a time; a second is refused at once rather than queued behind a
+        // job that may run for train.max_seconds.
+        let Ok(one_at_a_time) = engine.train_lock.clone().try_lock_owned() else {
+            counter!(m::TRAIN_JOBS, "outcome" => "busy").increment(1);
+            return Err(ServerError::ResourceExhausted(
+                "a training job is already running; retry when it ends".into(),
+            )
+            .into());
+        };
+        let mut budget = Budget::within(Duration::from_secs(engine.settings.train.max_seconds));
+        if let Some(d) = client_deadline {
+            budget = budget.until(d);
+        }
+        let treq = TrainRequest { budget, ..treq };
         let (tx, rx) = mpsc::channel(256);
         let (activate, min_acc) = (req.activate, f64::from(req.min_validation_accuracy));
         tokio::spawn(async move {
-            let _one_at_a_time = engine.train_lock.lock().await;
-            let job_tx = tx.clone();
-            let job = blocking(&engine, move |e| {
-                send(&job_tx, Event::Stage("features".into()));
-                let (artifact, report) = train_task(&e.encoder, &e.feature_cache, &treq, &mut |p| match p {
-                    Progress::Stage { name } => send(&job_tx, Event::Stage(name)),
-                    Progress::Epoch(r) => send(
-                        &job_tx,
-                        Event::Epoch(EpochReport {
-                            epoch: r.epoch as u32,
-                            train_loss: r.train_loss as f32,
-                            validation_loss: r.validation_loss as f32,
-                            validation_accuracy: r.validation_accuracy as f32,
-                        }),
-                    ),
-                })?;
-                let passes = report.validation.head.accuracy >= min_acc;
-                let activated = activate && passes;
-                let version = e.change_store(|s| Ok(s.put_and_activate(&artifact, activated)?))?;
-                let note = if activate && !passes {
-                    format!(
-                        "not activated: validation accuracy {:.4} < min_validation_accuracy {min_acc:.4}",
-                        report.validation.head.accuracy
-                    )
-                } else {
-                    String::new()
-                };
-                Ok(TrainResult {
-                    task: report.task.clone(),
-                    version,
-                    activated,
-                    head_metrics: Some(metrics_msg(&report.validation.head)),
-                    baseline_metrics: report.validation.baseline.as_ref().map(metrics_msg),
-                    note,
-                })
-            })
-            .await;
+            let _one_at_a_time = one_at_a_time;
+            // A caller that goes away cancels the job at its next check.
+            let (watch_tx, stop) = (tx.clone(), treq.budget.clone());
+            let watcher = tokio::spawn(async move {
+                watch_tx.closed().await;
+                stop.cancel();
+            });
+            let job = run_training(&engine, treq, tx.clone(), activate, min_acc).await;
+            watcher.abort();
             let outcome = match &job {
                 Ok(r) if r.activated || !activate => "ok",
                 Ok(_) => "rejected",
+                Err(ServerError::Trainer(polyhead_trainer::Error::Cancelled(_))) => "cancelled",
+                Err(ServerError::Trainer(polyhead_trainer::Error::DeadlineExceeded(_))) => {
+                    "timeout"
+                }
                 Err(_) => "failed",
             };
             counter!(m::TRAIN_JOBS, "outcome" => outcome).increment(1);
@@ -180,8 +235,9 @@ impl Registry for RegistryService {
         &self,
         request: Request<ActivateVersionRequest>,
     ) -> Result<Response<VersionResponse>, Status> {
+        let deadline = self.limits.deadline(&request);
         let req = request.into_inner();
-        observe("ActivateVersion", "", async {
+        observe("ActivateVersion", "", self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             blocking(&engine, move |e| {
                 e.change_store(|s| Ok(s.activate(&req.task, req.version)?))?;
@@ -196,8 +252,9 @@ impl Registry for RegistryService {
         &self,
         request: Request<RollbackRequest>,
     ) -> Result<Response<VersionResponse>, Status> {
+        let deadline = self.limits.deadline(&request);
         let req = request.into_inner();
-        observe("Rollback", "", async {
+        observe("Rollback", "", self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             blocking(&engine, move |e| {
                 e.change_store(|s| Ok(s.rollback(&req.task)?))?;
@@ -212,8 +269,9 @@ impl Registry for RegistryService {
         &self,
         request: Request<DeleteTaskRequest>,
     ) -> Result<Response<DeleteTaskResponse>, Status> {
+        let deadline = self.limits.deadline(&request);
         let req = request.into_inner();
-        observe("DeleteTask", "", async {
+        observe("DeleteTask", "", self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             let task = req.task.clone();
             let n = blocking(&engine, move |e| {
@@ -232,8 +290,9 @@ impl Registry for RegistryService {
         &self,
         request: Request<ListVersionsRequest>,
     ) -> Result<Response<ListVersionsResponse>, Status> {
+        let deadline = self.limits.deadline(&request);
         let req = request.into_inner();
-        observe("ListVersions", "", async {
+        observe("ListVersions", "", self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             blocking(&engine, move |e| {
                 let versions = e.store.versions(&req.task)?;

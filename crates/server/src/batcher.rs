@@ -25,13 +25,13 @@ struct Item {
 
 /// Cloneable handle to the batching task.
 #[derive(Debug, Clone)]
-pub struct Batcher {
+pub(crate) struct Batcher {
     tx: mpsc::UnboundedSender<Item>,
 }
 
 /// Batch limits.
 #[derive(Debug, Clone, Copy)]
-pub struct BatchLimits {
+pub(crate) struct BatchLimits {
     /// Most tokens (sum over texts) in one batch; a single larger request runs alone.
     pub max_tokens: usize,
     /// Longest the first request of a batch waits for others.
@@ -110,9 +110,9 @@ async fn run_batch(encoder: &EncoderHandle, batch: Vec<Item>) {
     let mut live = Vec::with_capacity(batch.len());
     for item in batch {
         if item.reply.is_closed() {
-            counter!("polyhead_batch_dropped_total", "reason" => "cancelled").increment(1);
+            counter!(m::BATCH_DROPPED, "reason" => "cancelled").increment(1);
         } else if item.deadline <= now {
-            counter!("polyhead_batch_dropped_total", "reason" => "deadline").increment(1);
+            counter!(m::BATCH_DROPPED, "reason" => "deadline").increment(1);
             let _ = item.reply.send(Err(ServerError::DeadlineExceeded(
                 "request deadline passed in the queue".into(),
             )));
@@ -148,9 +148,17 @@ async fn run_batch(encoder: &EncoderHandle, batch: Vec<Item>) {
             }
         }
         Err(e) => {
-            let msg = e.to_string();
+            // Every waiter gets the error with its kind: a stopped model thread is
+            // UNAVAILABLE (retry elsewhere), anything else INTERNAL.
+            let stopped = matches!(e, polyhead_backbone::Error::Stopped);
+            let msg = format!("backbone: {e}");
             for (_, reply) in replies {
-                let _ = reply.send(Err(ServerError::Internal(format!("backbone: {msg}"))));
+                let err = if stopped {
+                    ServerError::Unavailable(msg.clone())
+                } else {
+                    ServerError::Internal(msg.clone())
+                };
+                let _ = reply.send(Err(err));
             }
         }
     }

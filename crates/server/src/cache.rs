@@ -83,6 +83,7 @@ impl EmbeddingCache {
     }
 
     /// Bytes in use.
+    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).bytes
     }

@@ -1,12 +1,13 @@
 //! The engine: everything a request needs once the backbone is loaded: the batcher,
-//! the embedding cache, the live heads and the store.
+//! the tokenizer pool, the embedding cache, the live heads and the store. It speaks
+//! domain types; only the service layer builds protobuf.
 use std::{
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use metrics::{counter, gauge};
-use polyhead_api::v1::{Classification, ClassifyResponse, LabelScore};
 use polyhead_backbone::{BackboneInfo, EncoderHandle};
 use polyhead_heads::{BackboneRef, FsHeadStore, HeadArtifact, HeadRegistry, SyncReport};
 use polyhead_trainer::FeatureCache;
@@ -15,12 +16,36 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::{
     batcher::{BatchLimits, Batcher},
     cache::EmbeddingCache,
-    metrics as m, ServerError, Settings,
+    metrics as m,
+    settings::ServerSettings,
+    ServerError, Settings,
 };
+
+/// One text's answer from one head.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Prediction {
+    /// The best label.
+    pub label: String,
+    /// Its probability.
+    pub score: f32,
+    /// The top-k labels with their probabilities, best first.
+    pub scores: Vec<(String, f32)>,
+}
+
+/// A head's answers to one request.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Classified {
+    /// The task.
+    pub task: String,
+    /// The head version that answered.
+    pub version: u64,
+    /// One per text, in request order.
+    pub predictions: Vec<Prediction>,
+}
 
 /// The loaded server state shared by every service.
 #[derive(Debug)]
-pub struct Engine {
+pub(crate) struct Engine {
     /// The model thread.
     pub encoder: EncoderHandle,
     batcher: Batcher,
@@ -34,21 +59,30 @@ pub struct Engine {
     /// Disk cache of training features.
     pub feature_cache: FeatureCache,
     in_flight: Arc<Semaphore>,
+    tokenizers: Arc<Semaphore>,
     /// Serialises every change of the live set with the store read that caused it, so
     /// a watcher sync can never re-install a version an admin call just replaced.
     swap_lock: Mutex<()>,
+    /// The last error reported per task, so a damaged version is logged once, not at
+    /// every poll.
+    reported: Mutex<HashMap<String, String>>,
     /// One training job at a time (libtorch's seed is process-global).
-    pub train_lock: tokio::sync::Mutex<()>,
+    pub train_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Engine {
     /// Builds the engine around a loaded encoder and syncs the live heads from the store.
     pub fn new(encoder: EncoderHandle, settings: Settings) -> Result<Engine, ServerError> {
         let info = encoder.info().clone();
-        let store = Arc::new(FsHeadStore::open(&settings.store.dir)?);
+        let store =
+            Arc::new(FsHeadStore::open(&settings.store.dir)?.with_backbone(backbone_ref(&info)));
         let limits = BatchLimits {
             max_tokens: settings.server.max_batch_tokens,
             max_wait: Duration::from_millis(settings.server.max_wait_ms),
+        };
+        let workers = match settings.server.tokenize_workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
         };
         let engine = Engine {
             batcher: Batcher::spawn(encoder.clone(), limits),
@@ -57,8 +91,10 @@ impl Engine {
             store,
             feature_cache: FeatureCache::new(settings.feature_cache_dir()),
             in_flight: Arc::new(Semaphore::new(settings.server.max_in_flight)),
+            tokenizers: Arc::new(Semaphore::new(workers)),
             swap_lock: Mutex::new(()),
-            train_lock: tokio::sync::Mutex::new(()),
+            reported: Mutex::new(HashMap::new()),
+            train_lock: Arc::new(tokio::sync::Mutex::new(())),
             encoder,
             settings,
         };
@@ -84,43 +120,76 @@ impl Engine {
 
     /// Checks the texts of a request against the configured limits.
     pub fn validate_texts(&self, texts: &[String]) -> Result<(), ServerError> {
-        let limits = &self.settings.server;
-        if texts.is_empty() {
-            return Err(ServerError::InvalidArgument(
-                "texts is empty: send at least one text".into(),
-            ));
+        check_texts(&self.settings.server, texts)
+    }
+
+    /// The heads a ClassifyMulti names (empty = every live task), each once, in the
+    /// order first named; refused before any work when the request is over
+    /// `server.max_tasks_per_request` or its answer would be over
+    /// `server.max_scores_per_response`.
+    pub fn heads_for(
+        &self,
+        tasks: &[String],
+        texts: usize,
+        top_k: u32,
+    ) -> Result<Vec<Arc<HeadArtifact>>, ServerError> {
+        let max = self.settings.server.max_tasks_per_request;
+        let live = self.registry.snapshot();
+        let heads = if tasks.is_empty() {
+            let mut all: Vec<_> = live.values().cloned().collect();
+            all.sort_by(|a, b| a.manifest.task.cmp(&b.manifest.task));
+            all
+        } else {
+            let mut seen = HashSet::new();
+            let mut heads = Vec::new();
+            for t in tasks {
+                if !seen.insert(t.as_str()) {
+                    continue;
+                }
+                if seen.len() > max {
+                    return Err(ServerError::InvalidArgument(format!(
+                        "more than {max} distinct tasks in one request (server.max_tasks_per_request)"
+                    )));
+                }
+                heads.push(live.get(t).cloned().ok_or_else(|| {
+                    ServerError::NotFound(format!("task {t:?} has no active head"))
+                })?);
+            }
+            heads
+        };
+        if heads.is_empty() {
+            return Err(ServerError::NotFound("no active tasks".into()));
         }
-        if texts.len() > limits.max_texts {
+        let per_text: usize = heads.iter().map(|h| top_k_of(h, top_k)).sum();
+        self.check_scores(texts.saturating_mul(per_text))?;
+        Ok(heads)
+    }
+
+    /// Refuses an answer of more than `server.max_scores_per_response` label scores.
+    pub fn check_scores(&self, scores: usize) -> Result<(), ServerError> {
+        let max = self.settings.server.max_scores_per_response;
+        if scores > max {
             return Err(ServerError::InvalidArgument(format!(
-                "{} texts in one request; the limit is {} (server.max_texts)",
-                texts.len(),
-                limits.max_texts
-            )));
-        }
-        if let Some((i, t)) = texts
-            .iter()
-            .enumerate()
-            .find(|(_, t)| t.len() > limits.max_text_bytes)
-        {
-            return Err(ServerError::InvalidArgument(format!(
-                "text {i} has {} bytes; the limit is {} (server.max_text_bytes)",
-                t.len(),
-                limits.max_text_bytes
+                "the answer would hold {scores} label scores; the limit is {max} \
+                 (server.max_scores_per_response): send fewer texts or tasks, or set top_k"
             )));
         }
         Ok(())
     }
 
     /// Embeddings of `texts` in order: cache hits are free; the misses (deduplicated)
-    /// go through the batcher in one item.
-    pub async fn features(&self, texts: &[String]) -> Result<Vec<Arc<[f32]>>, ServerError> {
-        let deadline =
-            Instant::now() + Duration::from_millis(self.settings.server.request_timeout_ms);
+    /// are tokenized on the tokenizer pool (never on the async runtime: a long text
+    /// would stall every request on that thread) and go through the batcher in one item.
+    pub async fn features(
+        &self,
+        texts: &[String],
+        deadline: Instant,
+    ) -> Result<Vec<Arc<[f32]>>, ServerError> {
         let keys: Vec<_> = texts.iter().map(|t| self.cache.key(t)).collect();
         let mut out: Vec<Option<Arc<[f32]>>> = keys.iter().map(|k| self.cache.get(k)).collect();
         let hits = out.iter().filter(|o| o.is_some()).count();
         let mut unique: Vec<usize> = Vec::new();
-        let mut slot_of = std::collections::HashMap::new();
+        let mut slot_of = HashMap::new();
         for (i, o) in out.iter().enumerate() {
             if o.is_none() {
                 slot_of.entry(keys[i]).or_insert_with(|| {
@@ -132,8 +201,8 @@ impl Engine {
         counter!(m::CACHE_HITS).increment(hits as u64);
         counter!(m::CACHE_MISSES).increment((texts.len() - hits) as u64);
         if !unique.is_empty() {
-            let miss_texts: Vec<&str> = unique.iter().map(|&i| texts[i].as_str()).collect();
-            let ids = self.encoder.tokenize(&miss_texts)?;
+            let miss_texts: Vec<String> = unique.iter().map(|&i| texts[i].clone()).collect();
+            let ids = self.tokenize(miss_texts).await?;
             let emb = self.batcher.embed(ids, deadline).await?;
             let rows: Vec<Arc<[f32]>> = emb.rows().map(Arc::from).collect();
             for (slot, &i) in unique.iter().enumerate() {
@@ -150,42 +219,49 @@ impl Engine {
             .collect()
     }
 
+    /// Token ids on a blocking thread, at most `server.tokenize_workers` at once.
+    async fn tokenize(&self, texts: Vec<String>) -> Result<Vec<Vec<u32>>, ServerError> {
+        let _worker = self
+            .tokenizers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ServerError::Unavailable("tokenizer pool closed".into()))?;
+        let encoder = self.encoder.clone();
+        tokio::task::spawn_blocking(move || encoder.tokenize(&texts))
+            .await
+            .map_err(|e| ServerError::Internal(format!("tokenizer thread: {e}")))?
+            .map_err(ServerError::from)
+    }
+
     /// Applies a head snapshot to features: probabilities, best label, top-k scores.
     pub fn classify_with(
         head: &HeadArtifact,
         features: &[Arc<[f32]>],
         top_k: u32,
-    ) -> Result<ClassifyResponse, ServerError> {
+    ) -> Result<Classified, ServerError> {
         let labels = head.head.labels();
-        let k = if top_k == 0 {
-            labels.len()
-        } else {
-            (top_k as usize).min(labels.len())
-        };
-        let results = features
+        let k = top_k_of(head, top_k);
+        let predictions = features
             .iter()
             .map(|f| {
                 let p = head.head.predict(f)?;
                 let mut order: Vec<usize> = (0..p.len()).collect();
                 order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
-                let scores = order[..k]
-                    .iter()
-                    .map(|&i| LabelScore {
-                        label: labels[i].clone(),
-                        score: p[i],
-                    })
-                    .collect();
-                Ok(Classification {
+                Ok(Prediction {
                     label: labels[order[0]].clone(),
                     score: p[order[0]],
-                    scores,
+                    scores: order[..k]
+                        .iter()
+                        .map(|&i| (labels[i].clone(), p[i]))
+                        .collect(),
                 })
             })
             .collect::<Result<Vec<_>, ServerError>>()?;
-        Ok(ClassifyResponse {
+        Ok(Classified {
             task: head.manifest.task.clone(),
-            head_version: head.manifest.version,
-            results,
+            version: head.manifest.version,
+            predictions,
         })
     }
 
@@ -198,7 +274,7 @@ impl Engine {
     }
 
     /// Runs a store change and then makes the live set match the store, as one step
-    /// with respect to other swaps. `f` returns the task it changed.
+    /// with respect to other swaps.
     pub fn change_store<T>(
         &self,
         f: impl FnOnce(&FsHeadStore) -> Result<T, ServerError>,
@@ -211,26 +287,113 @@ impl Engine {
     }
 
     fn record(&self, report: &SyncReport) {
+        let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
         for (task, version) in &report.swapped {
             tracing::info!(task, version, "head swapped in");
             m::swapped(task, *version);
+            reported.remove(task);
         }
         for task in &report.removed {
             tracing::info!(task, "head removed");
             m::removed(task);
+            reported.remove(task);
         }
         for (task, err) in &report.errors {
-            tracing::warn!(task, error = %err, "active version not loadable; previous head keeps serving");
+            // Once per distinct error: the watcher meets the same damage every poll.
+            if reported.get(task) == Some(err) {
+                continue;
+            }
+            match self.registry.get(task) {
+                Some(live) => tracing::warn!(
+                    task, error = %err, serving = live.manifest.version,
+                    "active version not loadable; the live version keeps serving"
+                ),
+                None => tracing::warn!(
+                    task, error = %err,
+                    "active version not loadable; the task has no live head"
+                ),
+            }
+            reported.insert(task.clone(), err.clone());
         }
+        // Every sync looks at every task: an error not seen this time is gone.
+        reported.retain(|task, _| report.errors.iter().any(|(t, _)| t == task));
         gauge!(m::TASKS_LOADED).set(self.registry.snapshot().len() as f64);
     }
 }
 
+/// The request-text rules: 1..=`server.max_texts` texts of at most
+/// `server.max_text_bytes` bytes each; the message names the key.
+fn check_texts(limits: &ServerSettings, texts: &[String]) -> Result<(), ServerError> {
+    if texts.is_empty() {
+        return Err(ServerError::InvalidArgument(
+            "texts is empty: send at least one text".into(),
+        ));
+    }
+    if texts.len() > limits.max_texts {
+        return Err(ServerError::InvalidArgument(format!(
+            "{} texts in one request; the limit is {} (server.max_texts)",
+            texts.len(),
+            limits.max_texts
+        )));
+    }
+    if let Some((i, t)) = texts
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.len() > limits.max_text_bytes)
+    {
+        return Err(ServerError::InvalidArgument(format!(
+            "text {i} has {} bytes; the limit is {} (server.max_text_bytes)",
+            t.len(),
+            limits.max_text_bytes
+        )));
+    }
+    Ok(())
+}
+
+fn top_k_of(head: &HeadArtifact, top_k: u32) -> usize {
+    let n = head.head.labels().len();
+    if top_k == 0 {
+        n
+    } else {
+        (top_k as usize).min(n)
+    }
+}
+
 /// The registry's view of a backbone.
-pub fn backbone_ref(info: &BackboneInfo) -> BackboneRef {
+pub(crate) fn backbone_ref(info: &BackboneInfo) -> BackboneRef {
     BackboneRef {
         name: info.name.clone(),
         fingerprint: info.fingerprint.clone(),
         dim: info.dim,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Request validation (fuzzed): accepts exactly the requests within the
+        /// limits, and every refusal names the key that refused it.
+        #[test]
+        fn text_rules_hold_for_any_request(texts in proptest::collection::vec(".{0,40}", 0..12),
+                                           max_texts in 1usize..10, max_bytes in 1usize..60) {
+            let mut limits = Settings::load(None, &[]).unwrap().server;
+            limits.max_texts = max_texts;
+            limits.max_text_bytes = max_bytes;
+            let ok = !texts.is_empty() && texts.len() <= max_texts
+                && texts.iter().all(|t| t.len() <= max_bytes);
+            match check_texts(&limits, &texts) {
+                Ok(()) => prop_assert!(ok),
+                Err(e) => {
+                    prop_assert!(!ok);
+                    let m = e.to_string();
+                    prop_assert!(m.contains("empty") || m.contains("server.max_texts")
+                        || m.contains("server.max_text_bytes"), "{}", m);
+                }
+            }
+        }
     }
 }

@@ -2,57 +2,163 @@
 use std::{
     future::Future,
     sync::{Arc, OnceLock},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use metrics::gauge;
 use polyhead_api::v1::{
-    inference_server::Inference, ClassifyMultiRequest, ClassifyMultiResponse, ClassifyRequest,
-    ClassifyResponse, EmbedRequest, EmbedResponse, Embedding, GetTaskRequest, InfoRequest,
-    InfoResponse, ListTasksRequest, ListTasksResponse, TaskInfo, TaskSummary,
+    inference_server::Inference, Classification, ClassifyMultiRequest, ClassifyMultiResponse,
+    ClassifyRequest, ClassifyResponse, EmbedRequest, EmbedResponse, Embedding, GetTaskRequest,
+    InfoRequest, InfoResponse, LabelScore, ListTasksRequest, ListTasksResponse, TaskInfo,
+    TaskSummary,
 };
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
-use crate::{convert::metrics_msg, metrics as m, Engine, ServerError};
+use crate::{convert::metrics_msg, engine::Classified, metrics as m, Engine, ServerError};
 
 /// The engine, once the backbone is loaded; empty before.
-pub type ReadyEngine = Arc<OnceLock<Arc<Engine>>>;
+pub(crate) type ReadyEngine = Arc<OnceLock<Arc<Engine>>>;
+
+/// What every call is held to, known before the engine is loaded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallLimits {
+    /// `server.request_timeout_ms`.
+    pub timeout: Duration,
+    /// `server.max_message_bytes`: the largest response too.
+    pub max_message_bytes: usize,
+}
+
+impl CallLimits {
+    /// The call's deadline: the server's timeout or the caller's `grpc-timeout`,
+    /// whichever comes first. The caller's is taken a little early so the server
+    /// answers DEADLINE_EXCEEDED itself rather than tonic's timeout answering
+    /// CANCELLED at the same instant.
+    pub fn deadline<T>(&self, request: &Request<T>) -> Instant {
+        let server = Instant::now() + self.timeout;
+        self.client_deadline(request)
+            .map_or(server, |c| c.min(server))
+    }
+
+    /// The caller's own deadline (`grpc-timeout`), if it sent one.
+    pub fn client_deadline<T>(&self, request: &Request<T>) -> Option<Instant> {
+        request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            .map(|t| Instant::now() + t.saturating_sub(Duration::from_millis(5)))
+    }
+}
+
+/// `grpc-timeout` (PROTOCOL-HTTP2.md): 1-8 ASCII digits and a unit, H M S m u n.
+fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    if !v.is_ascii() {
+        return None; // also keeps split_at on a char boundary
+    }
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
 
 /// Implements `polyhead.v1.Inference`.
 #[derive(Debug, Clone)]
-pub struct InferenceService {
+pub(crate) struct InferenceService {
     engine: ReadyEngine,
+    limits: CallLimits,
 }
 
 impl InferenceService {
     /// A service answering UNAVAILABLE until `engine` is set.
-    pub fn new(engine: ReadyEngine) -> Self {
-        InferenceService { engine }
+    pub fn new(engine: ReadyEngine, limits: CallLimits) -> Self {
+        InferenceService { engine, limits }
     }
 }
 
 /// The loaded engine or UNAVAILABLE.
-pub fn ready(engine: &ReadyEngine) -> Result<Arc<Engine>, ServerError> {
+pub(crate) fn ready(engine: &ReadyEngine) -> Result<Arc<Engine>, ServerError> {
     engine
         .get()
         .cloned()
         .ok_or_else(|| ServerError::Unavailable("backbone is still loading; retry shortly".into()))
 }
 
-/// Runs one RPC body, recording its outcome, latency and the in-flight gauge.
-pub async fn observe<T>(
+/// One call in progress: counted in the in-flight gauge from start to drop, and
+/// recorded once in `requests_total` and the latency histogram however it ends,
+/// including when its future is dropped because the caller went away
+/// (CANCELLED) or its deadline passed (DEADLINE_EXCEEDED).
+struct Call {
+    rpc: &'static str,
+    task: String,
+    start: Instant,
+    deadline: Instant,
+    code: Option<Code>,
+}
+
+impl Call {
+    fn start(rpc: &'static str, task: &str, deadline: Instant) -> Call {
+        gauge!(m::IN_FLIGHT).increment(1.0);
+        Call {
+            rpc,
+            task: task.to_owned(),
+            start: Instant::now(),
+            deadline,
+            code: None,
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        gauge!(m::IN_FLIGHT).decrement(1.0);
+        let code = self.code.unwrap_or(if Instant::now() >= self.deadline {
+            Code::DeadlineExceeded
+        } else {
+            Code::Cancelled
+        });
+        m::request(self.rpc, &self.task, code, self.start.elapsed());
+    }
+}
+
+/// Runs one unary RPC body under its deadline, refuses a response larger than
+/// `server.max_message_bytes` with RESOURCE_EXHAUSTED, and records the outcome.
+pub(crate) async fn observe<T: prost::Message>(
     rpc: &'static str,
     task: &str,
+    limits: CallLimits,
+    deadline: Instant,
     body: impl Future<Output = Result<T, ServerError>>,
 ) -> Result<Response<T>, Status> {
-    let start = Instant::now();
-    gauge!(m::IN_FLIGHT).increment(1.0);
-    let result = body.await.map_err(Status::from);
-    gauge!(m::IN_FLIGHT).decrement(1.0);
-    let code = result
-        .as_ref()
-        .map_or_else(Status::code, |_| tonic::Code::Ok);
-    m::request(rpc, task, code, start.elapsed());
+    let mut call = Call::start(rpc, task, deadline);
+    let result = match tokio::time::timeout_at(deadline.into(), body).await {
+        Ok(r) => r,
+        Err(_) => Err(ServerError::DeadlineExceeded(
+            "deadline passed (the caller's grpc-timeout or server.request_timeout_ms)".into(),
+        )),
+    };
+    let result = result.and_then(|msg| {
+        let n = msg.encoded_len();
+        if n > limits.max_message_bytes {
+            return Err(ServerError::ResourceExhausted(format!(
+                "the response would be {n} bytes; the limit is {} (server.max_message_bytes): \
+                 send fewer texts or tasks, or set top_k",
+                limits.max_message_bytes
+            )));
+        }
+        Ok(msg)
+    });
+    let result = result.map_err(Status::from);
+    call.code = Some(result.as_ref().map_or_else(Status::code, |_| Code::Ok));
     result.map(Response::new)
 }
 
@@ -65,15 +171,37 @@ fn task_label(engine: &ReadyEngine, task: &str) -> String {
     }
 }
 
+/// The protobuf answer of one head.
+fn classify_msg(c: Classified) -> ClassifyResponse {
+    ClassifyResponse {
+        task: c.task,
+        head_version: c.version,
+        results: c
+            .predictions
+            .into_iter()
+            .map(|p| Classification {
+                label: p.label,
+                score: p.score,
+                scores: p
+                    .scores
+                    .into_iter()
+                    .map(|(label, score)| LabelScore { label, score })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
 #[tonic::async_trait]
 impl Inference for InferenceService {
     async fn classify(
         &self,
         request: Request<ClassifyRequest>,
     ) -> Result<Response<ClassifyResponse>, Status> {
+        let deadline = self.limits.deadline(&request);
         let req = request.into_inner();
         let label = task_label(&self.engine, &req.task);
-        observe("Classify", &label, async {
+        observe("Classify", &label, self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             let _permit = engine.admit()?;
             // The head is snapshotted once: this request answers with this version
@@ -82,8 +210,9 @@ impl Inference for InferenceService {
                 ServerError::NotFound(format!("task {:?} has no active head", req.task))
             })?;
             engine.validate_texts(&req.texts)?;
-            let features = engine.features(&req.texts).await?;
-            Engine::classify_with(&head, &features, req.top_k)
+            engine.check_scores(req.texts.len() * head.head.labels().len().min(top(req.top_k)))?;
+            let features = engine.features(&req.texts, deadline).await?;
+            Engine::classify_with(&head, &features, req.top_k).map(classify_msg)
         })
         .await
     }
@@ -92,34 +221,19 @@ impl Inference for InferenceService {
         &self,
         request: Request<ClassifyMultiRequest>,
     ) -> Result<Response<ClassifyMultiResponse>, Status> {
+        let deadline = self.limits.deadline(&request);
         let req = request.into_inner();
-        observe("ClassifyMulti", "multi", async {
+        observe("ClassifyMulti", "multi", self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             let _permit = engine.admit()?;
-            let live = engine.registry.snapshot();
-            let heads = if req.tasks.is_empty() {
-                let mut all: Vec<_> = live.values().cloned().collect();
-                all.sort_by(|a, b| a.manifest.task.cmp(&b.manifest.task));
-                all
-            } else {
-                req.tasks
-                    .iter()
-                    .map(|t| {
-                        live.get(t).cloned().ok_or_else(|| {
-                            ServerError::NotFound(format!("task {t:?} has no active head"))
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?
-            };
-            if heads.is_empty() {
-                return Err(ServerError::NotFound("no active tasks".into()));
-            }
             engine.validate_texts(&req.texts)?;
+            // Each task once, within the limits, before any backbone work.
+            let heads = engine.heads_for(&req.tasks, req.texts.len(), req.top_k)?;
             // One backbone pass for all the heads.
-            let features = engine.features(&req.texts).await?;
+            let features = engine.features(&req.texts, deadline).await?;
             let responses = heads
                 .iter()
-                .map(|h| Engine::classify_with(h, &features, req.top_k))
+                .map(|h| Engine::classify_with(h, &features, req.top_k).map(classify_msg))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(ClassifyMultiResponse { responses })
         })
@@ -130,12 +244,13 @@ impl Inference for InferenceService {
         &self,
         request: Request<EmbedRequest>,
     ) -> Result<Response<EmbedResponse>, Status> {
+        let deadline = self.limits.deadline(&request);
         let req = request.into_inner();
-        observe("Embed", "", async {
+        observe("Embed", "", self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             let _permit = engine.admit()?;
             engine.validate_texts(&req.texts)?;
-            let features = engine.features(&req.texts).await?;
+            let features = engine.features(&req.texts, deadline).await?;
             Ok(EmbedResponse {
                 dim: engine.info().dim as u32,
                 embeddings: features
@@ -149,9 +264,10 @@ impl Inference for InferenceService {
 
     async fn list_tasks(
         &self,
-        _: Request<ListTasksRequest>,
+        request: Request<ListTasksRequest>,
     ) -> Result<Response<ListTasksResponse>, Status> {
-        observe("ListTasks", "", async {
+        let deadline = self.limits.deadline(&request);
+        observe("ListTasks", "", self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             let mut tasks: Vec<TaskSummary> = engine
                 .registry
@@ -174,9 +290,10 @@ impl Inference for InferenceService {
         &self,
         request: Request<GetTaskRequest>,
     ) -> Result<Response<TaskInfo>, Status> {
+        let deadline = self.limits.deadline(&request);
         let req = request.into_inner();
         let label = task_label(&self.engine, &req.task);
-        observe("GetTask", &label, async {
+        observe("GetTask", &label, self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             let head = engine.registry.get(&req.task).ok_or_else(|| {
                 ServerError::NotFound(format!("task {:?} has no active head", req.task))
@@ -202,8 +319,9 @@ impl Inference for InferenceService {
         .await
     }
 
-    async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
-        observe("Info", "", async {
+    async fn info(&self, request: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        let deadline = self.limits.deadline(&request);
+        observe("Info", "", self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             let info = engine.info();
             Ok(InfoResponse {
@@ -217,5 +335,55 @@ impl Inference for InferenceService {
             })
         })
         .await
+    }
+}
+
+/// Scores per text a `top_k` asks for at most (0 = every label).
+fn top(top_k: u32) -> usize {
+    if top_k == 0 {
+        usize::MAX
+    } else {
+        top_k as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_header_parses() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("5u"), Some(Duration::from_micros(5)));
+        for bad in ["", "m", "123456789m", "10x", "-1S", "1.5S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any header value parses or is ignored; none panics.
+        #[test]
+        fn any_grpc_timeout_value_is_safe(v in ".{0,12}") {
+            let _ = parse_grpc_timeout(&v);
+        }
+    }
+
+    #[test]
+    fn the_earlier_deadline_wins() {
+        let limits = CallLimits {
+            timeout: Duration::from_secs(30),
+            max_message_bytes: 1,
+        };
+        let mut r = Request::new(());
+        let server = limits.deadline(&r);
+        assert!(server > Instant::now() + Duration::from_secs(29));
+        r.metadata_mut()
+            .insert("grpc-timeout", "100m".parse().unwrap());
+        assert!(limits.deadline(&r) < Instant::now() + Duration::from_millis(100));
+        r.metadata_mut()
+            .insert("grpc-timeout", "1H".parse().unwrap());
+        assert!(limits.deadline(&r) <= Instant::now() + Duration::from_secs(30));
     }
 }

@@ -12,14 +12,12 @@ mod cache;
 mod convert;
 mod engine;
 mod inference;
-pub mod metrics;
+mod metrics;
 mod serve;
 mod settings;
 mod status;
 
-pub use batcher::{BatchLimits, Batcher};
-pub use cache::EmbeddingCache;
-pub use engine::Engine;
+use engine::Engine;
 pub use serve::{serve, ServeError};
 pub use settings::{
     AdminSettings, BackboneSettings, ServerSettings, Settings, SettingsError, StoreSettings,

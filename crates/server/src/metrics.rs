@@ -36,6 +36,10 @@ pub const TRAIN_JOBS: &str = "polyhead_train_jobs_total";
 pub const IN_FLIGHT: &str = "polyhead_in_flight_requests";
 /// Requests refused because the in-flight limit was reached.
 pub const SHED: &str = "polyhead_requests_shed_total";
+/// Store re-reads by the watcher (shows it is alive; errors are per task in the log).
+pub const STORE_SYNCS: &str = "polyhead_store_syncs_total";
+/// Batch items dropped before the forward pass, by reason.
+pub const BATCH_DROPPED: &str = "polyhead_batch_dropped_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -91,6 +95,14 @@ fn describe() {
     describe_counter!(
         SHED,
         "requests refused with RESOURCE_EXHAUSTED by the in-flight limit"
+    );
+    describe_counter!(
+        STORE_SYNCS,
+        "store re-reads by the watcher, by outcome (ok, or error when the store root is unreadable)"
+    );
+    describe_counter!(
+        BATCH_DROPPED,
+        "queued requests dropped before the backbone pass (reason: cancelled or deadline)"
     );
 }
 

@@ -13,7 +13,7 @@ use polyhead_api::v1::{inference_server::InferenceServer, registry_server::Regis
 use polyhead_backbone::EncoderHandle;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::codegen::http;
+use tonic::codegen::{http, CompressionEncoding};
 use tonic::{
     service::interceptor::InterceptedService,
     transport::{Identity, Server, ServerTlsConfig},
@@ -22,8 +22,10 @@ use tonic_health::ServingStatus;
 use tower::util::MapResponseLayer;
 
 use crate::{
-    admin::RegistryService, auth::BearerAuth, inference::InferenceService, metrics as m, Engine,
-    Settings,
+    admin::RegistryService,
+    auth::BearerAuth,
+    inference::{CallLimits, InferenceService},
+    metrics as m, Engine, Settings,
 };
 
 /// Why the server could not start or stopped with an error.
@@ -66,34 +68,53 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             .set_service_status(s, ServingStatus::NotServing)
             .await;
     }
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(polyhead_api::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Both reflection versions: grpcurl and most tools speak v1, many clients
+    // (Postman, older grpcurl, grpc-java's) still ask v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(polyhead_api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
         .build_v1()
+        .map_err(|e| ServeError::Setup(format!("reflection: {e}")))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
         .map_err(|e| ServeError::Setup(format!("reflection: {e}")))?;
 
     let engine: Arc<OnceLock<Arc<Engine>>> = Arc::new(OnceLock::new());
     let limit = settings.server.max_message_bytes;
+    let limits = CallLimits {
+        timeout: Duration::from_millis(settings.server.request_timeout_ms.max(1)),
+        max_message_bytes: limit,
+    };
     let inference = InterceptedService::new(
-        InferenceServer::new(InferenceService::new(engine.clone()))
+        InferenceServer::new(InferenceService::new(engine.clone(), limits))
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit),
         BearerAuth::new(&settings.admin.token, !settings.server.open_inference),
     );
     let registry = InterceptedService::new(
-        RegistryServer::new(RegistryService::new(engine.clone()))
+        RegistryServer::new(RegistryService::new(engine.clone(), limits))
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit),
         BearerAuth::new(&settings.admin.token, true),
     );
 
+    // No tonic-level timeout: each call keeps its own deadline (CallLimits) and
+    // answers DEADLINE_EXCEEDED, where tonic's timeout would answer CANCELLED.
+    let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
     let mut builder = Server::builder()
-        .timeout(Duration::from_millis(
-            settings.server.request_timeout_ms.max(1),
-        ))
-        .layer(MapResponseLayer::new(
-            oversize_is_resource_exhausted as fn(_) -> _,
-        ));
+        .http2_keepalive_interval(secs(settings.server.keepalive_s))
+        .http2_keepalive_timeout(secs(settings.server.keepalive_s))
+        .layer(MapResponseLayer::new(documented_status_codes as fn(_) -> _));
+    if let Some(age) = secs(settings.server.max_connection_age_s) {
+        builder = builder.max_connection_age(age);
+    }
     if !settings.server.tls_cert.is_empty() {
         let read = |p: &str| std::fs::read(p).map_err(|e| ServeError::Setup(format!("{p}: {e}")));
         let identity = Identity::from_pem(
@@ -127,7 +148,8 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let (failure_tx, failure_rx) = oneshot::channel();
     builder
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(inference)
         .add_service(registry)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
@@ -142,16 +164,33 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     }
 }
 
-/// tonic answers a request over `max_decoding_message_size` with OUT_OF_RANGE; the gRPC
-/// status-code spec (and grpc-go, grpc-java) use RESOURCE_EXHAUSTED for exceeded
-/// message limits. polyhead never sends OUT_OF_RANGE itself, so the code is rewritten
-/// (such errors are trailers-only responses: the status is in the headers).
-fn oversize_is_resource_exhausted(
+/// Rewrites the two codes tonic gives request-decoding failures into the documented
+/// ones (such errors are trailers-only responses: the status is in the headers):
+/// - a request over `max_decoding_message_size` is OUT_OF_RANGE in tonic; the gRPC
+///   status-code spec (and grpc-go, grpc-java) use RESOURCE_EXHAUSTED. polyhead never
+///   sends OUT_OF_RANGE itself.
+/// - a request prost cannot decode (bad wire format, invalid UTF-8 in a string) is
+///   INTERNAL in tonic; it is the client's bad argument, not a server fault.
+fn documented_status_codes(
     mut res: http::Response<tonic::body::Body>,
 ) -> http::Response<tonic::body::Body> {
-    if res.headers().get("grpc-status").is_some_and(|v| v == "11") {
+    let headers = res.headers();
+    let status = headers.get("grpc-status").map(|v| v.as_bytes());
+    let undecodable = || {
+        headers.get("grpc-message").is_some_and(|m| {
+            let m = m.as_bytes();
+            m.starts_with(b"failed%20to%20decode%20Protobuf")
+                || m.starts_with(b"failed to decode Protobuf")
+        })
+    };
+    let code = match status {
+        Some(b"11") => Some("8"),
+        Some(b"13") if undecodable() => Some("3"),
+        _ => None,
+    };
+    if let Some(code) = code {
         res.headers_mut()
-            .insert("grpc-status", http::HeaderValue::from_static("8"));
+            .insert("grpc-status", http::HeaderValue::from_static(code));
     }
     res
 }
@@ -193,11 +232,18 @@ async fn start_engine(
     loop {
         tick.tick().await;
         let e = engine.clone();
-        match tokio::task::spawn_blocking(move || e.sync_store()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => tracing::warn!(error = %err, "store sync failed"),
-            Err(err) => tracing::warn!(error = %err, "store sync panicked"),
-        }
+        let outcome = match tokio::task::spawn_blocking(move || e.sync_store()).await {
+            Ok(Ok(_)) => "ok",
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "store sync failed");
+                "error"
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "store sync panicked");
+                "error"
+            }
+        };
+        metrics::counter!(m::STORE_SYNCS, "outcome" => outcome).increment(1);
     }
 }
 

@@ -58,6 +58,14 @@ pub struct StoreSettings {
 pub struct TrainSettings {
     /// Feature cache folder.
     pub feature_cache_dir: PathBuf,
+    /// Most examples (training + validation) in one TrainHead request.
+    pub max_examples: usize,
+    /// Most distinct labels of a head trained by TrainHead.
+    pub max_labels: usize,
+    /// Widest MLP hidden layer TrainHead accepts.
+    pub max_hidden_dim: usize,
+    /// Longest a TrainHead job may run before it is stopped.
+    pub max_seconds: u64,
 }
 
 /// `[server]`.
@@ -72,6 +80,17 @@ pub struct ServerSettings {
     pub open_inference: bool,
     /// Most texts per request.
     pub max_texts: usize,
+    /// Most tasks named in one ClassifyMulti.
+    pub max_tasks_per_request: usize,
+    /// Most label scores in one response (texts x labels, summed over tasks).
+    pub max_scores_per_response: usize,
+    /// Threads that tokenize requests (0 = one per core).
+    pub tokenize_workers: usize,
+    /// HTTP/2 keepalive ping interval in seconds (0 = off).
+    pub keepalive_s: u64,
+    /// Connections are closed gracefully after this many seconds so load balancers
+    /// can rebalance (0 = never).
+    pub max_connection_age_s: u64,
     /// Most bytes per text.
     pub max_text_bytes: usize,
     /// Largest gRPC message.
@@ -169,6 +188,18 @@ impl Settings {
             ("server.max_message_bytes", self.server.max_message_bytes),
             ("server.max_batch_tokens", self.server.max_batch_tokens),
             ("server.max_in_flight", self.server.max_in_flight),
+            (
+                "server.max_tasks_per_request",
+                self.server.max_tasks_per_request,
+            ),
+            (
+                "server.max_scores_per_response",
+                self.server.max_scores_per_response,
+            ),
+            ("train.max_examples", self.train.max_examples),
+            ("train.max_labels", self.train.max_labels),
+            ("train.max_hidden_dim", self.train.max_hidden_dim),
+            ("train.max_seconds", self.train.max_seconds as usize),
         ] {
             if v == 0 {
                 return invalid(key, "must be at least 1".into());
@@ -189,6 +220,16 @@ impl Settings {
             self.store.dir.join(".feature-cache")
         } else {
             self.train.feature_cache_dir.clone()
+        }
+    }
+
+    /// The limits TrainHead requests are checked against.
+    pub fn train_limits(&self) -> polyhead_trainer::TrainLimits {
+        polyhead_trainer::TrainLimits {
+            max_examples: self.train.max_examples,
+            max_labels: self.train.max_labels,
+            max_hidden_dim: self.train.max_hidden_dim,
+            max_text_bytes: self.server.max_text_bytes,
         }
     }
 

@@ -57,9 +57,11 @@ impl From<ServerError> for Status {
             ServerError::Backbone(_) => Code::Internal,
             ServerError::Heads(h) => heads_code(h),
             ServerError::Trainer(T::Heads(h)) => heads_code(h),
-            ServerError::Trainer(T::Row { .. } | T::Dataset(_) | T::Options(_)) => {
+            ServerError::Trainer(T::Row { .. } | T::Dataset(_) | T::Options(_) | T::Limit(_)) => {
                 Code::InvalidArgument
             }
+            ServerError::Trainer(T::Cancelled(_)) => Code::Cancelled,
+            ServerError::Trainer(T::DeadlineExceeded(_)) => Code::DeadlineExceeded,
             ServerError::Trainer(T::Backbone(polyhead_backbone::Error::Stopped)) => {
                 Code::Unavailable
             }
@@ -82,7 +84,7 @@ fn heads_code(e: &polyhead_heads::Error) -> Code {
         | H::FingerprintMismatch { .. }
         | H::DimMismatch { .. } => Code::InvalidArgument,
         H::TaskNotFound(_) | H::VersionNotFound { .. } => Code::NotFound,
-        H::NothingToRollBack(_) => Code::FailedPrecondition,
-        H::Io { .. } | H::Injected(_) => Code::Internal,
+        H::NothingToRollBack(_) | H::NotLoadable { .. } => Code::FailedPrecondition,
+        H::Io { .. } | H::DamagedPointer { .. } | H::Injected(_) => Code::Internal,
     }
 }
