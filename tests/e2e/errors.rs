@@ -1,59 +1,13 @@
 //! Every error case gets its status code; bad uploads leave the active version serving.
 use polyhead_api::v1::{
     train_progress::Event, ActivateVersionRequest, ClassifyRequest, DeleteTaskRequest,
-    EmbedRequest, Example, InfoRequest, ListVersionsRequest, RegisterHeadRequest, RollbackRequest,
-    TrainHeadRequest,
+    EmbedRequest, Example, InfoRequest, ListVersionsRequest, RollbackRequest, TrainHeadRequest,
 };
-use polyhead_e2e::{spam_examples, Server, TOKEN};
-use polyhead_heads::{BackboneRef, Dense, Head, HeadArtifact, HeadKind, Manifest, FORMAT_VERSION};
+use polyhead_e2e::{artifact, spam_examples, upload, Server, TOKEN};
 use tonic::Code;
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
-
-fn artifact(task: &str, fingerprint: &str, dim: usize) -> HeadArtifact {
-    let labels = vec!["neg".to_string(), "pos".to_string()];
-    let weight = (0..2 * dim)
-        .map(|i| ((i % 7) as f32 - 3.0) / 10.0)
-        .collect();
-    let head = Head::new(
-        HeadKind::Linear,
-        vec![Dense {
-            weight,
-            bias: vec![0.0, 0.1],
-            input: dim,
-            out: 2,
-        }],
-        labels.clone(),
-    )
-    .unwrap();
-    let manifest = Manifest {
-        format: FORMAT_VERSION,
-        task: task.into(),
-        version: 0,
-        labels,
-        head: HeadKind::Linear,
-        input_dim: dim,
-        backbone: BackboneRef {
-            name: "all-MiniLM-L6-v2".into(),
-            fingerprint: fingerprint.into(),
-            dim,
-        },
-        training: serde_json::Value::Null,
-        dataset_hash: String::new(),
-        created_at: "2026-11-28T00:00:00Z".into(),
-        metrics: None,
-    };
-    HeadArtifact { manifest, head }
-}
-
-fn upload(a: &HeadArtifact, activate: bool) -> RegisterHeadRequest {
-    RegisterHeadRequest {
-        manifest_json: a.manifest_json(),
-        safetensors: a.safetensors().unwrap(),
-        activate,
-    }
-}
 
 fn code<T>(r: Result<T, tonic::Status>) -> Code {
     match r {

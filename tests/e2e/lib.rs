@@ -12,8 +12,9 @@ use std::{
 
 use polyhead_api::v1::{
     inference_client::InferenceClient, registry_client::RegistryClient, train_progress::Event,
-    Example, TrainHeadRequest, TrainOptions, TrainResult,
+    Example, RegisterHeadRequest, TrainHeadRequest, TrainOptions, TrainResult,
 };
+use polyhead_heads::{BackboneRef, Dense, Head, HeadArtifact, HeadKind, Manifest, FORMAT_VERSION};
 use tonic::{
     metadata::MetadataValue, service::interceptor::InterceptedService, transport::Channel, Request,
     Status,
@@ -56,6 +57,8 @@ pub struct Server {
     pub addr: String,
     pub metrics_addr: String,
     pub store: PathBuf,
+    /// The server's stderr, when started with [`Server::start_logged`].
+    pub log: Option<PathBuf>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -69,8 +72,40 @@ impl Server {
         s
     }
 
+    /// Starts a server on a fresh temporary store with its stderr in a file.
+    pub fn start_logged(env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let log = dir.path().join("server.log");
+        let mut s = Server::spawn(&store, env, Some(&log));
+        s._dir = Some(dir);
+        s
+    }
+
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        self.log
+            .as_ref()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// Resident memory of the server process, in KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Starts a server on `store`.
     pub fn start_on(store: &Path, env: &[(&str, &str)]) -> Server {
+        Server::spawn(store, env, None)
+    }
+
+    fn spawn(store: &Path, env: &[(&str, &str)], log: Option<&Path>) -> Server {
         let (port, mport) = (free_port(), free_port());
         let addr = format!("127.0.0.1:{port}");
         let metrics_addr = format!("127.0.0.1:{mport}");
@@ -89,7 +124,10 @@ impl Server {
             .env("POLYHEAD__STORE__POLL_MS", "200")
             .env("POLYHEAD_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(match log {
+                Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+                None => Stdio::inherit(),
+            });
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -99,6 +137,7 @@ impl Server {
             addr,
             metrics_addr,
             store: store.to_owned(),
+            log: log.map(Path::to_owned),
             _dir: None,
         }
     }
@@ -107,7 +146,7 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
-    async fn channel(&self) -> Channel {
+    pub async fn channel(&self) -> Channel {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             match Channel::from_shared(self.url()).unwrap().connect().await {
@@ -307,4 +346,50 @@ pub fn spam_examples() -> Vec<(String, String)> {
         .map(|t| (t.to_string(), "spam".to_string()))
         .chain(ham.iter().map(|t| (t.to_string(), "ham".to_string())))
         .collect()
+}
+
+/// A linear 2-label head for `task` on a backbone with `fingerprint` and `dim`.
+pub fn artifact(task: &str, fingerprint: &str, dim: usize) -> HeadArtifact {
+    let labels = vec!["neg".to_string(), "pos".to_string()];
+    let weight = (0..2 * dim)
+        .map(|i| ((i % 7) as f32 - 3.0) / 10.0)
+        .collect();
+    let head = Head::new(
+        HeadKind::Linear,
+        vec![Dense {
+            weight,
+            bias: vec![0.0, 0.1],
+            input: dim,
+            out: 2,
+        }],
+        labels.clone(),
+    )
+    .unwrap();
+    let manifest = Manifest {
+        format: FORMAT_VERSION,
+        task: task.into(),
+        version: 0,
+        labels,
+        head: HeadKind::Linear,
+        input_dim: dim,
+        backbone: BackboneRef {
+            name: "all-MiniLM-L6-v2".into(),
+            fingerprint: fingerprint.into(),
+            dim,
+        },
+        training: serde_json::Value::Null,
+        dataset_hash: String::new(),
+        created_at: "2026-11-28T00:00:00Z".into(),
+        metrics: None,
+    };
+    HeadArtifact { manifest, head }
+}
+
+/// The RegisterHead request for `a`.
+pub fn upload(a: &HeadArtifact, activate: bool) -> RegisterHeadRequest {
+    RegisterHeadRequest {
+        manifest_json: a.manifest_json(),
+        safetensors: a.safetensors().unwrap(),
+        activate,
+    }
 }

@@ -176,4 +176,32 @@ async fn reflection_lists_the_services() {
             "{want} missing from {names:?}"
         );
     }
+    // v1alpha, which many clients still ask for, answers the same list.
+    use tonic_reflection::pb::v1alpha as alpha;
+    let channel = Channel::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let request = alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut stream = alpha::server_reflection_client::ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = stream.message().await.unwrap().unwrap();
+    let Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        response.message_response
+    else {
+        panic!("unexpected v1alpha reflection response {response:?}")
+    };
+    assert!(list
+        .service
+        .iter()
+        .any(|s| s.name == "polyhead.v1.Inference"));
 }
