@@ -3,7 +3,7 @@
 //! ...), as in Hugging Face `modeling_bert.py`, so the weights load by a straight walk.
 use tch::{nn, Kind, Tensor};
 
-use crate::config::BertConfig;
+use crate::config::{BertConfig, HiddenAct};
 
 /// `embeddings.*`: word + position + token-type embeddings, then LayerNorm.
 #[derive(Debug)]
@@ -84,10 +84,10 @@ impl Layer {
         let lin = Default::default();
         let att = &p / "attention";
         let slf = &att / "self";
-        let act = match c.hidden_act.as_str() {
-            "gelu_new" => Activation::GeluTanh,
-            "relu" => Activation::Relu,
-            _ => Activation::Gelu,
+        let act = match c.hidden_act {
+            HiddenAct::Gelu => Activation::Gelu,
+            HiddenAct::GeluNew => Activation::GeluTanh,
+            HiddenAct::Relu => Activation::Relu,
         };
         Layer {
             query: nn::linear(&slf / "query", h, h, lin),

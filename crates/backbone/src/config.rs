@@ -31,12 +31,27 @@ pub struct BertConfig {
     /// LayerNorm epsilon.
     #[serde(default = "default_layer_norm_eps")]
     pub layer_norm_eps: f64,
-    /// Activation of the feed-forward layer.
-    #[serde(default = "default_hidden_act")]
-    pub hidden_act: String,
+    /// Activation of the feed-forward layer; an unknown name is a load error.
+    #[serde(default)]
+    pub hidden_act: HiddenAct,
     /// Only `absolute` is supported.
     #[serde(default = "default_position_embedding_type")]
     pub position_embedding_type: String,
+}
+
+/// The feed-forward activation, spelled as `config.json` spells it (as in candle's
+/// `bert.rs`): parsed once, so an unknown name fails the load instead of falling
+/// back to GELU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HiddenAct {
+    /// Exact (erf) GELU.
+    #[default]
+    Gelu,
+    /// tanh-approximated GELU.
+    GeluNew,
+    /// ReLU.
+    Relu,
 }
 
 /// Model types whose checkpoints have BERT's module tree.
@@ -47,9 +62,6 @@ fn default_type_vocab_size() -> i64 {
 }
 fn default_layer_norm_eps() -> f64 {
     1e-12
-}
-fn default_hidden_act() -> String {
-    "gelu".into()
 }
 fn default_position_embedding_type() -> String {
     "absolute".into()
@@ -78,12 +90,6 @@ impl BertConfig {
             return Err(bad(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 config.hidden_size, config.num_attention_heads
-            )));
-        }
-        if !matches!(config.hidden_act.as_str(), "gelu" | "gelu_new" | "relu") {
-            return Err(bad(format!(
-                "unsupported hidden_act {:?}",
-                config.hidden_act
             )));
         }
         if config.position_embedding_type != "absolute" {

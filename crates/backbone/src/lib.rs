@@ -26,7 +26,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use config::{BertConfig, Pooling, SentenceConfig, SUPPORTED_MODEL_TYPES};
+pub use config::{BertConfig, HiddenAct, Pooling, SentenceConfig, SUPPORTED_MODEL_TYPES};
 pub use encoder::{Embeddings, Encoder};
 pub use error::{Error, Result};
 pub use handle::EncoderHandle;

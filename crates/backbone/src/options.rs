@@ -3,8 +3,10 @@ use std::{fmt, str::FromStr};
 
 use crate::{Error, Result};
 
-/// The device the model runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The device the model runs on. In configuration it is the string `cpu`, `cuda`
+/// or `cuda:N`, parsed once when the configuration is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Device {
     /// The CPU (libtorch's intra-op thread pool).
     Cpu,
@@ -38,6 +40,32 @@ impl fmt::Display for Device {
     }
 }
 
+impl TryFrom<String> for Device {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<Device> for String {
+    fn from(d: Device) -> String {
+        d.to_string()
+    }
+}
+
+impl TryFrom<String> for Dtype {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<Dtype> for String {
+    fn from(d: Dtype) -> String {
+        d.to_string()
+    }
+}
+
 impl Device {
     pub(crate) fn to_tch(self) -> Result<tch::Device> {
         match self {
@@ -56,8 +84,9 @@ impl Device {
 }
 
 /// The dtype the model's weights and activations use. Pooling and normalisation are
-/// always done in f32.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// always done in f32. In configuration it is the string `f32` or `bf16`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Dtype {
     /// 32-bit float: reference-exact.
     F32,

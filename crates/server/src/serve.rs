@@ -4,7 +4,6 @@
 //! SIGTERM/SIGINT: health goes NOT_SERVING, the listener stops accepting, in-flight
 //! requests finish, and `serve` returns Ok.
 use std::{
-    net::SocketAddr,
     sync::{Arc, OnceLock},
     time::Duration,
 };
@@ -49,16 +48,7 @@ const SERVICES: [&str; 3] = ["", "polyhead.v1.Inference", "polyhead.v1.Registry"
 
 /// Runs the server until SIGTERM/SIGINT.
 pub async fn serve(settings: Settings) -> Result<(), ServeError> {
-    let addr: SocketAddr = settings
-        .server
-        .addr
-        .parse()
-        .map_err(|e| ServeError::Setup(format!("server.addr: {e}")))?;
-    let metrics_addr: SocketAddr = settings
-        .server
-        .metrics_addr
-        .parse()
-        .map_err(|e| ServeError::Setup(format!("server.metrics_addr: {e}")))?;
+    let (addr, metrics_addr) = (settings.server.addr, settings.server.metrics_addr);
     m::install(metrics_addr)
         .map_err(|e| ServeError::Setup(format!("metrics exporter on {metrics_addr}: {e}")))?;
 

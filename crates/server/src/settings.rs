@@ -33,9 +33,9 @@ pub struct BackboneSettings {
     /// Checkpoint folder.
     pub model_dir: PathBuf,
     /// `cpu`, `cuda`, `cuda:N`.
-    pub device: String,
+    pub device: Device,
     /// `f32` or `bf16`.
-    pub dtype: String,
+    pub dtype: Dtype,
     /// Intra-op threads (0 = all cores).
     pub threads: usize,
     /// Most texts per forward pass.
@@ -73,9 +73,9 @@ pub struct TrainSettings {
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     /// gRPC listen address.
-    pub addr: String,
+    pub addr: SocketAddr,
     /// Prometheus listen address.
-    pub metrics_addr: String,
+    pub metrics_addr: SocketAddr,
     /// Whether inference RPCs are open (else they need the admin token).
     pub open_inference: bool,
     /// Most texts per request.
@@ -155,6 +155,8 @@ impl Settings {
         for (key, value) in overrides {
             builder = builder.set_override(*key, value.as_str())?;
         }
+        // Parsed once: addresses, device and dtype are typed here, and a bad value
+        // is an error that names its key.
         let settings: Settings = builder.build()?.try_deserialize()?;
         settings.validate()?;
         Ok(settings)
@@ -162,25 +164,8 @@ impl Settings {
 
     fn validate(&self) -> Result<(), SettingsError> {
         let invalid = |key, msg: String| Err(SettingsError::Invalid { key, msg });
-        if let Err(e) = self.backbone.device.parse::<Device>() {
-            return invalid("backbone.device", e.to_string());
-        }
-        if let Err(e) = self.backbone.dtype.parse::<Dtype>() {
-            return invalid("backbone.dtype", e.to_string());
-        }
         if self.backbone.batch_size == 0 {
             return invalid("backbone.batch_size", "must be at least 1".into());
-        }
-        for (key, addr) in [
-            ("server.addr", &self.server.addr),
-            ("server.metrics_addr", &self.server.metrics_addr),
-        ] {
-            if addr.parse::<SocketAddr>().is_err() {
-                return invalid(
-                    key,
-                    format!("{addr:?} is not HOST:PORT (an IP address and port)"),
-                );
-            }
         }
         for (key, v) in [
             ("server.max_texts", self.server.max_texts),
@@ -233,11 +218,11 @@ impl Settings {
         }
     }
 
-    /// Encoder options from `[backbone]` (already validated).
+    /// Encoder options from `[backbone]`.
     pub fn encoder_options(&self) -> EncoderOptions {
         let mut o = EncoderOptions::default();
-        o.device(self.backbone.device.parse().unwrap_or(Device::Cpu))
-            .dtype(self.backbone.dtype.parse().unwrap_or(Dtype::F32))
+        o.device(self.backbone.device)
+            .dtype(self.backbone.dtype)
             .threads(self.backbone.threads)
             .batch_size(self.backbone.batch_size);
         o
@@ -261,14 +246,16 @@ mod tests {
     #[test]
     fn embedded_defaults_parse_and_validate() {
         let s = Settings::load(None, &[]).unwrap();
-        assert_eq!(s.backbone.dtype, "f32");
+        assert_eq!(s.backbone.dtype, Dtype::F32);
         assert!(s.server.max_texts > 0);
     }
 
     #[test]
     fn overrides_win_and_are_validated() {
         let s = Settings::load(None, &[("backbone.dtype", "bf16".into())]).unwrap();
-        assert_eq!(s.backbone.dtype, "bf16");
+        assert_eq!(s.backbone.dtype, Dtype::Bf16);
+        let s = Settings::load(None, &[("backbone.device", "cuda:1".into())]).unwrap();
+        assert_eq!(s.backbone.device, Device::Cuda(1));
         let err = Settings::load(None, &[("backbone.dtype", "fp8".into())]).unwrap_err();
         assert!(err.to_string().contains("backbone.dtype"), "{err}");
         let err = Settings::load(None, &[("server.addr", "nowhere".into())]).unwrap_err();
