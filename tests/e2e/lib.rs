@@ -242,7 +242,7 @@ impl Server {
     }
 
     /// Trains `task` on [`spam_examples`] over TrainHead (activating it); returns the
-    /// final result and the number of epoch messages streamed.
+    /// final result and the number of progress messages (stages, candidates, epochs) streamed.
     pub async fn train(&self, task: &str, seed: u64, max_epochs: u32) -> (TrainResult, usize) {
         let examples = spam_examples()
             .into_iter()
@@ -269,9 +269,8 @@ impl Server {
         let (mut epochs, mut done) = (0, None);
         while let Some(msg) = stream.message().await.unwrap() {
             match msg.event.unwrap() {
-                Event::Epoch(_) => epochs += 1,
+                Event::Epoch(_) | Event::Stage(_) => epochs += 1,
                 Event::Done(r) => done = Some(r),
-                Event::Stage(_) => {}
             }
         }
         (
@@ -381,6 +380,7 @@ pub fn artifact(task: &str, fingerprint: &str, dim: usize) -> HeadArtifact {
         dataset_hash: String::new(),
         created_at: "2026-11-28T00:00:00Z".into(),
         metrics: None,
+        selection: None,
     };
     HeadArtifact { manifest, head }
 }

@@ -22,7 +22,7 @@ fn texts() -> Vec<String> {
     .collect()
 }
 
-/// Trains `task` over RPC and returns (version, number of epoch messages).
+/// Trains `task` over RPC and returns (version, number of progress messages).
 async fn train_rpc(server: &Server, task: &str, seed: u64) -> (u64, usize) {
     let (done, epochs) = server.train(task, seed, 60).await;
     assert!(done.activated, "{done:?}");
@@ -75,8 +75,8 @@ async fn health_info_and_cli_parity() {
     }
 
     // TrainHead over RPC; Classify serves the new task at once, without restart.
-    let (version, epochs) = train_rpc(&server, "spam", 1).await;
-    assert!(epochs > 0);
+    let (version, progress) = train_rpc(&server, "spam", 1).await;
+    assert!(progress > 0);
     let r = client
         .classify(ClassifyRequest {
             task: "spam".into(),
@@ -94,8 +94,8 @@ async fn health_info_and_cli_parity() {
         .unwrap()
         .load("spam", version)
         .unwrap();
-    for (res, row) in r.results.iter().zip(&cli_rows) {
-        let p = head.head.predict(row).unwrap();
+    for ((res, row), text) in r.results.iter().zip(&cli_rows).zip(&t) {
+        let p = head.head.predict(row, text).unwrap();
         let best = if p[0] >= p[1] { 0 } else { 1 };
         assert_eq!(res.label, head.head.labels()[best]);
         assert!((res.score - p[best]).abs() < 1e-4);

@@ -24,6 +24,8 @@ pub struct BenchArgs {
     pub backbone: BackboneArgs,
     #[command(flatten)]
     pub load: crate::load::LoadArgs,
+    #[command(flatten)]
+    pub store: crate::tasks::StoreArg,
 }
 
 /// Runs the benchmark: one warm-up pass over the file, then timed passes. With
@@ -47,6 +49,9 @@ pub fn run(settings: &Settings, args: &BenchArgs) -> Result<()> {
         done += texts.len();
     }
     let secs = start.elapsed().as_secs_f64();
+    if !args.load.task.is_empty() {
+        return head_cost(settings, args, &encoder, &texts, done as f64 / secs);
+    }
     let info = encoder.info();
     println!(
         "{}",
@@ -63,5 +68,43 @@ pub fn run(settings: &Settings, args: &BenchArgs) -> Result<()> {
             "seconds": secs,
         })
     );
+    Ok(())
+}
+
+/// With `--task` (and no `--addr`): what each task's active head adds per text on
+/// top of the shared backbone pass (plain-Rust forward, plus the TF-IDF transform of
+/// the text for hybrid heads), one JSON line per task.
+fn head_cost(
+    settings: &Settings,
+    args: &BenchArgs,
+    encoder: &polyhead_backbone::Encoder,
+    texts: &[&str],
+    backbone_texts_per_s: f64,
+) -> Result<()> {
+    let store = polyhead_heads::FsHeadStore::open(&settings.store.dir)?;
+    let emb = encoder.embed(texts)?;
+    for task in &args.load.task {
+        let version = store
+            .active(task)?
+            .with_context(|| format!("task {task:?} has no active version"))?;
+        let head = store.load(task, version)?.head;
+        let start = Instant::now();
+        let mut n = 0usize;
+        while start.elapsed().as_secs_f64() < args.seconds.min(2.0) {
+            for (row, text) in emb.rows().zip(texts) {
+                std::hint::black_box(head.predict(row, text)?);
+            }
+            n += texts.len();
+        }
+        let us = start.elapsed().as_secs_f64() * 1e6 / n as f64;
+        println!(
+            "{}",
+            serde_json::json!({
+                "task": task, "head_kind": head.kind().name(), "labels": head.labels().len(),
+                "head_us_per_text": us, "backbone_us_per_text": 1e6 / backbone_texts_per_s,
+                "share_of_backbone": us * backbone_texts_per_s / 1e6,
+            })
+        );
+    }
     Ok(())
 }

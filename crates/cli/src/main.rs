@@ -127,7 +127,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Classify(a) => client::classify(a),
         Command::Info(a) => embed::info(&load(&a.overrides())?),
         Command::Embed(a) => embed::embed(&load(&a.overrides())?),
-        Command::Bench(a) => bench::run(&load(&a.backbone.overrides())?, a),
+        Command::Bench(a) => bench::run(
+            &load(&[a.backbone.overrides(), a.store.overrides()].concat())?,
+            a,
+        ),
         Command::Train(a) => tasks::train(
             &load(&[a.backbone.overrides(), a.store.overrides()].concat())?,
             a,

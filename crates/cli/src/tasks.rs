@@ -52,8 +52,9 @@ pub struct TrainArgs {
     /// Held-out test data: evaluated at the end for head and baseline, never trained on.
     #[arg(long, value_name = "FILE")]
     pub test: Option<PathBuf>,
-    /// linear or mlp.
-    #[arg(long, default_value = "linear")]
+    /// auto (linear or hybrid, whichever scores best on held-out examples), linear,
+    /// hybrid (embedding + the task's own TF-IDF words) or mlp.
+    #[arg(long, default_value = "auto")]
     pub head: String,
     /// Seed of initialisation, shuffling, dropout and split.
     #[arg(long)]
@@ -169,6 +170,10 @@ fn progress_printer(quiet: bool) -> impl FnMut(Progress) {
                 e.epoch, e.train_loss, e.validation_loss, e.validation_accuracy
             ),
             Progress::Epoch(_) => {}
+            Progress::Candidate(c) => eprintln!(
+                "[train] candidate {:<28} accuracy {:.4}  log-loss {:.4}",
+                c.name, c.accuracy, c.log_loss
+            ),
         }
     }
 }
@@ -212,6 +217,7 @@ pub fn train(settings: &Settings, a: &TrainArgs) -> Result<()> {
             "{}",
             json!({
                 "task": report.task, "version": version, "activated": activate,
+                "head_kind": report.head, "selection": report.selection,
                 "head": report.validation.head, "baseline": report.validation.baseline,
                 "test": report.test, "epochs": report.epochs, "n_train": report.n_train,
                 "n_valid": report.n_valid, "feature_cache": report.feature_cache, "timings": report.timings,
@@ -225,15 +231,24 @@ pub fn train(settings: &Settings, a: &TrainArgs) -> Result<()> {
             )
         };
         eprintln!(
-            "task {} version {version}{}",
+            "task {} version {version}, {} head{}",
             report.task,
+            report.head,
             if activate {
                 " (active)"
             } else {
                 " (stored, not active)"
             }
         );
-        eprintln!(" validation:");
+        if let Some(s) = &report.selection {
+            eprintln!(
+                " chosen by {}: {} of {} candidates",
+                s.method,
+                s.chosen,
+                s.candidates.len()
+            );
+        }
+        eprintln!(" validation (examples each model was not fitted on):");
         line("head", &report.validation.head);
         if let Some(b) = &report.validation.baseline {
             line("baseline", b);
@@ -277,8 +292,12 @@ pub fn eval(settings: &Settings, a: &EvalArgs) -> Result<()> {
         &artifact,
         &data,
     )?;
+    let base = artifact.manifest.metrics.as_ref();
     let out = json!({
-        "task": a.task, "version": version, "labels": artifact.head.labels(), "n": m.n,
+        "task": a.task, "version": version, "head_kind": artifact.manifest.head.name(),
+        "selection": artifact.manifest.selection,
+        "validation": { "head": base.map(|e| &e.head), "baseline": base.and_then(|e| e.baseline.as_ref()) },
+        "labels": artifact.head.labels(), "n": m.n,
         "accuracy": m.accuracy, "macro_precision": m.macro_precision, "macro_recall": m.macro_recall,
         "macro_f1": m.macro_f1, "per_class": m.per_class, "confusion": m.confusion,
     });

@@ -6,8 +6,14 @@ use std::collections::{HashMap, HashSet};
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 
 use crate::{
-    validate_task_name, BackboneRef, Dense, Error, Head, HeadKind, Manifest, Result, FORMAT_VERSION,
+    validate_task_name, BackboneRef, Dense, Error, Head, HeadKind, Lexicon, Manifest, Result,
+    FORMAT_VERSION,
 };
+
+/// safetensors metadata key holding a hybrid head's lexicon terms (a JSON array,
+/// index = TF-IDF column); their idf is the tensor `lexicon.idf`.
+const TERMS: &str = "lexicon.terms";
+const IDF: &str = "lexicon.idf";
 
 /// A manifest and the head it describes.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +29,7 @@ fn layer_names(kind: HeadKind) -> &'static [&'static str] {
     match kind {
         HeadKind::Linear => &["linear"],
         HeadKind::Mlp { .. } => &["hidden", "output"],
+        HeadKind::Hybrid { .. } => &["hybrid"],
     }
 }
 
@@ -46,6 +53,14 @@ impl HeadArtifact {
             buffers.push((format!("{name}.weight"), w, vec![layer.out, layer.input]));
             buffers.push((format!("{name}.bias"), b, vec![layer.out]));
         }
+        let mut metadata = None;
+        if let Some(lexicon) = self.head.lexicon() {
+            let idf = lexicon.idf().iter().flat_map(|v| v.to_le_bytes()).collect();
+            buffers.push((IDF.to_owned(), idf, vec![lexicon.len()]));
+            let terms = serde_json::to_string(lexicon.terms())
+                .map_err(|e| Error::InvalidArtifact(e.to_string()))?;
+            metadata = Some(HashMap::from([(TERMS.to_owned(), terms)]));
+        }
         let views = buffers
             .iter()
             .map(|(n, b, s)| {
@@ -54,7 +69,7 @@ impl HeadArtifact {
                     .map_err(|e| Error::InvalidArtifact(e.to_string()))
             })
             .collect::<Result<HashMap<_, _>>>()?;
-        safetensors::serialize(views, None).map_err(|e| Error::InvalidArtifact(e.to_string()))
+        safetensors::serialize(views, metadata).map_err(|e| Error::InvalidArtifact(e.to_string()))
     }
 
     /// Decodes and validates an artifact on its own (format, names, labels, tensors).
@@ -71,10 +86,17 @@ impl HeadArtifact {
         check_labels(&manifest.labels)?;
         let st = SafeTensors::deserialize(safetensors)
             .map_err(|e| Error::InvalidArtifact(format!("head.safetensors: {e}")))?;
+        let lexicon = match manifest.head {
+            HeadKind::Hybrid { vocab_size } => Some(read_lexicon(safetensors, &st, vocab_size)?),
+            _ => None,
+        };
         let mut layers = Vec::new();
-        let mut input = manifest.input_dim;
+        let mut input = manifest
+            .input_dim
+            .checked_add(lexicon.as_ref().map_or(0, Lexicon::len))
+            .ok_or_else(|| Error::InvalidArtifact("input_dim overflows".into()))?;
         let outs = match manifest.head {
-            HeadKind::Linear => vec![manifest.labels.len()],
+            HeadKind::Linear | HeadKind::Hybrid { .. } => vec![manifest.labels.len()],
             HeadKind::Mlp { hidden_dim } => vec![hidden_dim, manifest.labels.len()],
         };
         for (name, out) in layer_names(manifest.head).iter().zip(outs) {
@@ -88,7 +110,15 @@ impl HeadArtifact {
             });
             input = out;
         }
-        let head = Head::new(manifest.head, layers, manifest.labels.clone())?;
+        let head = match lexicon {
+            Some(lexicon) => {
+                let layer = layers
+                    .pop()
+                    .ok_or_else(|| Error::InvalidArtifact("no layer".into()))?;
+                Head::hybrid(layer, lexicon, manifest.labels.clone())?
+            }
+            None => Head::new(manifest.head, layers, manifest.labels.clone())?,
+        };
         Ok(HeadArtifact { manifest, head })
     }
 
@@ -127,6 +157,28 @@ fn check_labels(labels: &[String]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A hybrid head's lexicon: terms from the metadata, idf from its tensor.
+fn read_lexicon(bytes: &[u8], st: &SafeTensors<'_>, vocab_size: usize) -> Result<Lexicon> {
+    let bad = |m: String| Error::InvalidArtifact(format!("head.safetensors: {m}"));
+    let (_, metadata) =
+        SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("metadata: {e}")))?;
+    let terms = metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(TERMS))
+        .ok_or_else(|| bad(format!("hybrid head without {TERMS:?} metadata")))?;
+    let terms: Vec<String> =
+        serde_json::from_str(terms).map_err(|e| bad(format!("{TERMS}: {e}")))?;
+    if terms.len() != vocab_size {
+        return Err(bad(format!(
+            "{} lexicon terms, manifest says vocab_size {vocab_size}",
+            terms.len()
+        )));
+    }
+    let idf = read_f32(st, IDF, &[vocab_size])?;
+    Lexicon::from_parts(terms, idf)
 }
 
 fn read_f32(st: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Result<Vec<f32>> {

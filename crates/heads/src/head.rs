@@ -1,7 +1,7 @@
 //! A head's forward pass, in plain Rust: heads are tiny (384 x labels, or one hidden
 //! layer), so a request's head costs microseconds and the weights can be shared
 //! across threads without libtorch.
-use crate::{Error, HeadKind, Result};
+use crate::{Error, HeadKind, Lexicon, Result};
 
 /// One dense layer, `y = W x + b`, with `W` row-major (out, in) as torch stores it.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +34,9 @@ pub struct Head {
     kind: HeadKind,
     layers: Vec<Dense>,
     labels: Vec<String>,
+    /// Hybrid heads only: the task's lexicon, whose TF-IDF columns follow the
+    /// embedding in the layer's input.
+    lexicon: Option<Lexicon>,
 }
 
 impl Head {
@@ -43,6 +46,9 @@ impl Head {
         let want = match kind {
             HeadKind::Linear => 1,
             HeadKind::Mlp { .. } => 2,
+            HeadKind::Hybrid { .. } => {
+                return bad("a hybrid head needs its lexicon: use Head::hybrid".into())
+            }
         };
         if layers.len() != want {
             return bad(format!(
@@ -89,7 +95,29 @@ impl Head {
             kind,
             layers,
             labels,
+            lexicon: None,
         })
+    }
+
+    /// A hybrid head: one layer over `[embedding ; tf-idf(text)]`, whose input is
+    /// the embedding width plus the lexicon's size.
+    pub fn hybrid(layer: Dense, lexicon: Lexicon, labels: Vec<String>) -> Result<Head> {
+        let vocab = lexicon.len();
+        if layer.input <= vocab {
+            return Err(Error::InvalidArtifact(format!(
+                "hybrid layer input {} leaves no room for the embedding after {vocab} terms",
+                layer.input
+            )));
+        }
+        let mut head = Head::new(HeadKind::Linear, vec![layer], labels)?;
+        head.kind = HeadKind::Hybrid { vocab_size: vocab };
+        head.lexicon = Some(lexicon);
+        Ok(head)
+    }
+
+    /// The lexicon of a hybrid head.
+    pub fn lexicon(&self) -> Option<&Lexicon> {
+        self.lexicon.as_ref()
     }
 
     /// The architecture.
@@ -104,18 +132,36 @@ impl Head {
     pub fn labels(&self) -> &[String] {
         &self.labels
     }
-    /// Input width.
+    /// Width of the embedding it reads.
     pub fn input_dim(&self) -> usize {
-        self.layers[0].input
+        self.layers[0].input - self.lexicon.as_ref().map_or(0, Lexicon::len)
     }
 
-    /// Class probabilities for one feature vector (softmax over the logits).
-    pub fn predict(&self, features: &[f32]) -> Result<Vec<f32>> {
-        if features.len() != self.input_dim() {
+    /// Class probabilities for one text's embedding (softmax over the logits). Only
+    /// hybrid heads read `text`.
+    pub fn predict(&self, features: &[f32], text: &str) -> Result<Vec<f32>> {
+        let dim = self.input_dim();
+        if features.len() != dim {
             return Err(Error::DimMismatch {
-                expected: self.input_dim(),
+                expected: dim,
                 found: features.len(),
             });
+        }
+        if let Some(lexicon) = &self.lexicon {
+            let layer = &self.layers[0];
+            let row = lexicon.transform(text);
+            let mut z: Vec<f32> = layer
+                .weight
+                .chunks_exact(layer.input)
+                .zip(&layer.bias)
+                .map(|(w, b)| {
+                    let dense: f32 = w[..dim].iter().zip(features).map(|(w, x)| w * x).sum();
+                    let sparse: f32 = row.iter().map(|&(j, v)| w[dim + j as usize] * v).sum();
+                    dense + sparse + b
+                })
+                .collect();
+            softmax(&mut z);
+            return Ok(z);
         }
         let mut x = features.to_vec();
         let mut y = Vec::new();
@@ -130,16 +176,19 @@ impl Head {
         Ok(x)
     }
 
-    /// Class probabilities for each row of a row-major batch.
-    pub fn predict_batch(&self, rows: &[f32]) -> Result<Vec<Vec<f32>>> {
+    /// Class probabilities for each row of a row-major batch and its text.
+    pub fn predict_batch(&self, rows: &[f32], texts: &[impl AsRef<str>]) -> Result<Vec<Vec<f32>>> {
         let dim = self.input_dim();
-        if !rows.len().is_multiple_of(dim) {
+        if !rows.len().is_multiple_of(dim) || rows.len() / dim != texts.len() {
             return Err(Error::DimMismatch {
-                expected: dim,
-                found: rows.len() % dim,
+                expected: dim * texts.len(),
+                found: rows.len(),
             });
         }
-        rows.chunks_exact(dim).map(|r| self.predict(r)).collect()
+        rows.chunks_exact(dim)
+            .zip(texts)
+            .map(|(r, t)| self.predict(r, t.as_ref()))
+            .collect()
     }
 }
 
@@ -170,7 +219,7 @@ mod tests {
 
     #[test]
     fn probabilities_sum_to_one_and_follow_logits() {
-        let p = linear().predict(&[2.0, 0.0]).unwrap();
+        let p = linear().predict(&[2.0, 0.0], "").unwrap();
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         // logits (2.0, 0.5): p0 = 1 / (1 + e^-1.5)
         assert!((p[0] - 1.0 / (1.0 + (-1.5f32).exp())).abs() < 1e-6);
@@ -197,19 +246,41 @@ mod tests {
         )
         .unwrap();
         // x = -3: hidden (-3, 3) -> relu (0, 3) -> logits (3, 0)
-        let p = h.predict(&[-3.0]).unwrap();
+        let p = h.predict(&[-3.0], "").unwrap();
         assert!(p[0] > 0.95, "{p:?}");
     }
 
     #[test]
     fn wrong_width_is_an_error() {
         assert!(matches!(
-            linear().predict(&[1.0]),
+            linear().predict(&[1.0], ""),
             Err(Error::DimMismatch {
                 expected: 2,
                 found: 1
             })
         ));
+    }
+
+    #[test]
+    fn hybrid_reads_the_text_through_its_lexicon() {
+        let lexicon = Lexicon::fit(&["free money", "team meeting"], 10);
+        let col = |t: &str| lexicon.terms().iter().position(|x| x == t).unwrap();
+        // 1 embedding column + 6 terms (two words and their bigram per text);
+        // "free" votes for label 1.
+        assert_eq!(lexicon.len(), 6);
+        let mut weight = vec![0.0; 2 * 7];
+        weight[7 + 1 + col("free")] = 5.0;
+        let d = Dense {
+            weight,
+            bias: vec![0.0, 0.0],
+            input: 7,
+            out: 2,
+        };
+        let h = Head::hybrid(d, lexicon, vec!["ham".into(), "spam".into()]).unwrap();
+        assert_eq!(h.input_dim(), 1);
+        assert!(h.predict(&[0.0], "FREE stuff").unwrap()[1] > 0.9);
+        assert!((h.predict(&[0.0], "nothing known").unwrap()[1] - 0.5).abs() < 1e-6);
+        assert_eq!(h.kind(), HeadKind::Hybrid { vocab_size: 6 });
     }
 
     #[test]

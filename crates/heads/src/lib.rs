@@ -1,6 +1,7 @@
 //! Task heads of polyhead: small classifiers over frozen backbone features.
 //!
 //! - [`Head`]: a head's layers and labels, with a plain-Rust forward pass.
+//! - [`Lexicon`]: a task's TF-IDF vocabulary (baselines and hybrid heads).
 //! - [`HeadArtifact`]: `manifest.json` + `head.safetensors`, validated on decode.
 //! - [`FsHeadStore`]: immutable versions and an atomic active pointer on disk.
 //! - [`HeadRegistry`]: the live, atomically swapped set that requests read.
@@ -10,7 +11,7 @@
 //!
 //! let layer = Dense { weight: vec![1.0, -1.0], bias: vec![0.0, 0.0], input: 1, out: 2 };
 //! let head = Head::new(HeadKind::Linear, vec![layer], vec!["yes".into(), "no".into()])?;
-//! let p = head.predict(&[2.0])?;
+//! let p = head.predict(&[2.0], "text (read by hybrid heads only)")?;
 //! assert!(p[0] > p[1]);
 //! # Ok::<(), polyhead_heads::Error>(())
 //! ```
@@ -19,6 +20,7 @@
 mod artifact;
 mod error;
 mod head;
+mod lexicon;
 mod manifest;
 mod registry;
 mod store;
@@ -26,9 +28,10 @@ mod store;
 pub use artifact::HeadArtifact;
 pub use error::{Error, Result};
 pub use head::{Dense, Head};
+pub use lexicon::{Lexicon, SparseRow};
 pub use manifest::{
-    now_rfc3339, validate_task_name, BackboneRef, ClassMetrics, Evaluation, HeadKind, Manifest,
-    Metrics, FORMAT_VERSION,
+    now_rfc3339, validate_task_name, BackboneRef, Candidate, ClassMetrics, Evaluation, HeadKind,
+    Manifest, Metrics, Selection, FORMAT_VERSION,
 };
 pub use registry::{HeadMap, HeadRegistry, SyncReport};
 pub use store::{FailPoint, FsHeadStore};

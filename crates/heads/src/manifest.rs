@@ -34,14 +34,21 @@ pub enum HeadKind {
         /// Width of the hidden layer.
         hidden_dim: usize,
     },
+    /// Softmax regression over the embedding joined with the task's own TF-IDF
+    /// features (word 1-2 grams of the request's text): wins where words decide.
+    Hybrid {
+        /// Terms in the head's lexicon (the TF-IDF columns after the embedding).
+        vocab_size: usize,
+    },
 }
 
 impl HeadKind {
-    /// `linear` or `mlp`.
+    /// `linear`, `mlp` or `hybrid`.
     pub fn name(&self) -> &'static str {
         match self {
             HeadKind::Linear => "linear",
             HeadKind::Mlp { .. } => "mlp",
+            HeadKind::Hybrid { .. } => "hybrid",
         }
     }
 }
@@ -128,6 +135,34 @@ pub struct Manifest {
     /// Validation metrics.
     #[serde(default)]
     pub metrics: Option<Evaluation>,
+    /// How the head was chosen: every candidate's validation score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<Selection>,
+}
+
+/// The model selection behind a head: the candidates tried, each scored on data it
+/// was not fitted on (cross-validation folds or a held-out split), and the winner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Selection {
+    /// `cv-N` (N-fold cross-validation), `holdout` or `validation-set`.
+    pub method: String,
+    /// The chosen candidate's name.
+    pub chosen: String,
+    /// Every candidate, in the order tried.
+    pub candidates: Vec<Candidate>,
+}
+
+/// One configuration tried during selection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// e.g. `linear C=1` or `hybrid C=10 lexical=1`.
+    pub name: String,
+    /// Head kind (`linear`, `hybrid`, ...).
+    pub kind: String,
+    /// Accuracy on the examples it was not fitted on.
+    pub accuracy: f64,
+    /// Mean cross-entropy on the same examples (tie-breaker).
+    pub log_loss: f64,
 }
 
 /// Now, as RFC 3339.

@@ -2,7 +2,9 @@
 //! makes decoding panic, and whatever decodes serves finite probabilities.
 //! `PROPTEST_CASES` sets the number of inputs (scripts/fuzz.sh runs many more).
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
-use polyhead_heads::{BackboneRef, Dense, Head, HeadArtifact, HeadKind, Manifest, FORMAT_VERSION};
+use polyhead_heads::{
+    BackboneRef, Dense, Head, HeadArtifact, HeadKind, Lexicon, Manifest, FORMAT_VERSION,
+};
 use proptest::prelude::*;
 
 fn valid(kind: HeadKind, dim: usize, labels: usize) -> HeadArtifact {
@@ -13,11 +15,22 @@ fn valid(kind: HeadKind, dim: usize, labels: usize) -> HeadArtifact {
         input,
         out,
     };
-    let layers = match kind {
-        HeadKind::Linear => vec![layer(dim, labels)],
-        HeadKind::Mlp { hidden_dim } => vec![layer(dim, hidden_dim), layer(hidden_dim, labels)],
+    let (head, kind) = match kind {
+        HeadKind::Linear => (
+            Head::new(kind, vec![layer(dim, labels)], names.clone()).unwrap(),
+            kind,
+        ),
+        HeadKind::Mlp { hidden_dim } => {
+            let layers = vec![layer(dim, hidden_dim), layer(hidden_dim, labels)];
+            (Head::new(kind, layers, names.clone()).unwrap(), kind)
+        }
+        HeadKind::Hybrid { .. } => {
+            let lexicon = Lexicon::fit(&["free money now", "team meeting notes"], 10);
+            let v = lexicon.len();
+            let head = Head::hybrid(layer(dim + v, labels), lexicon, names.clone()).unwrap();
+            (head, HeadKind::Hybrid { vocab_size: v })
+        }
     };
-    let head = Head::new(kind, layers, names.clone()).unwrap();
     let manifest = Manifest {
         format: FORMAT_VERSION,
         task: "fuzz".into(),
@@ -34,6 +47,7 @@ fn valid(kind: HeadKind, dim: usize, labels: usize) -> HeadArtifact {
         dataset_hash: String::new(),
         created_at: "2026-01-01T00:00:00Z".into(),
         metrics: None,
+        selection: None,
     };
     HeadArtifact { manifest, head }
 }
@@ -41,7 +55,10 @@ fn valid(kind: HeadKind, dim: usize, labels: usize) -> HeadArtifact {
 /// Whatever decodes must predict a distribution without panicking.
 fn check_decoded(manifest: &[u8], weights: &[u8]) {
     if let Ok(a) = HeadArtifact::decode(manifest, weights) {
-        let p = a.head.predict(&vec![0.25; a.manifest.input_dim]).unwrap();
+        let p = a
+            .head
+            .predict(&vec![0.25; a.manifest.input_dim], "free money now")
+            .unwrap();
         assert_eq!(p.len(), a.manifest.labels.len());
         assert!(p.iter().all(|v| v.is_finite()));
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-3);

@@ -38,6 +38,7 @@ fn artifact(task: &str, marker: f32) -> HeadArtifact {
         dataset_hash: String::new(),
         created_at: "2026-01-01T00:00:00Z".into(),
         metrics: None,
+        selection: None,
     };
     HeadArtifact { manifest, head }
 }

@@ -16,7 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    convert::{dataset, metrics_msg, train_options},
+    convert::{dataset, metrics_msg, selection_line, train_options},
     inference::{observe, ready, CallLimits, ReadyEngine},
     metrics as m, Engine, ServerError,
 };
@@ -108,6 +108,10 @@ async fn run_training(
                 Progress::Features { done, total } => {
                     send(&tx, Event::Stage(format!("features {done}/{total}")))
                 }
+                Progress::Candidate(c) => send(
+                    &tx,
+                    Event::Stage(format!("candidate {}: accuracy {:.4}", c.name, c.accuracy)),
+                ),
                 Progress::Epoch(r) => send(
                     &tx,
                     Event::Epoch(EpochReport {
@@ -311,6 +315,11 @@ impl Registry for RegistryService {
                         VersionInfo {
                             version: v,
                             active: active == Some(v),
+                            head_kind: manifest
+                                .as_ref()
+                                .map(|m| m.head.name().to_owned())
+                                .unwrap_or_default(),
+                            selection: manifest.as_ref().map(selection_line).unwrap_or_default(),
                             created_at: manifest.map(|m| m.created_at).unwrap_or_default(),
                             head_metrics: metrics.as_ref().map(|m| metrics_msg(&m.head)),
                             baseline_metrics: metrics

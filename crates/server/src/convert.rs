@@ -12,6 +12,24 @@ pub fn metrics_msg(m: &polyhead_heads::Metrics) -> pb::Metrics {
     }
 }
 
+/// One line saying how a head was chosen (empty when it was not selected).
+pub fn selection_line(m: &polyhead_heads::Manifest) -> String {
+    let Some(s) = &m.selection else {
+        return String::new();
+    };
+    let accuracy = s
+        .candidates
+        .iter()
+        .find(|c| c.name == s.chosen)
+        .map_or(f64::NAN, |c| c.accuracy);
+    format!(
+        "{}: {} (accuracy {accuracy:.3}) of {} candidates",
+        s.method,
+        s.chosen,
+        s.candidates.len()
+    )
+}
+
 /// Training options from the request (zero / empty fields keep the defaults).
 pub fn train_options(
     o: Option<&pb::TrainOptions>,

@@ -234,18 +234,21 @@ impl Engine {
             .map_err(ServerError::from)
     }
 
-    /// Applies a head snapshot to features: probabilities, best label, top-k scores.
+    /// Applies a head snapshot to features (and, for hybrid heads, the texts):
+    /// probabilities, best label, top-k scores.
     pub fn classify_with(
         head: &HeadArtifact,
         features: &[Arc<[f32]>],
+        texts: &[String],
         top_k: u32,
     ) -> Result<Classified, ServerError> {
         let labels = head.head.labels();
         let k = top_k_of(head, top_k);
         let predictions = features
             .iter()
-            .map(|f| {
-                let p = head.head.predict(f)?;
+            .zip(texts)
+            .map(|(f, text)| {
+                let p = head.head.predict(f, text)?;
                 let mut order: Vec<usize> = (0..p.len()).collect();
                 order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
                 Ok(Prediction {

@@ -14,7 +14,11 @@ use polyhead_api::v1::{
 };
 use tonic::{Code, Request, Response, Status};
 
-use crate::{convert::metrics_msg, engine::Classified, metrics as m, Engine, ServerError};
+use crate::{
+    convert::{metrics_msg, selection_line},
+    engine::Classified,
+    metrics as m, Engine, ServerError,
+};
 
 /// The engine, once the backbone is loaded; empty before.
 pub(crate) type ReadyEngine = Arc<OnceLock<Arc<Engine>>>;
@@ -212,7 +216,7 @@ impl Inference for InferenceService {
             engine.validate_texts(&req.texts)?;
             engine.check_scores(req.texts.len() * head.head.labels().len().min(top(req.top_k)))?;
             let features = engine.features(&req.texts, deadline).await?;
-            Engine::classify_with(&head, &features, req.top_k).map(classify_msg)
+            Engine::classify_with(&head, &features, &req.texts, req.top_k).map(classify_msg)
         })
         .await
     }
@@ -233,7 +237,9 @@ impl Inference for InferenceService {
             let features = engine.features(&req.texts, deadline).await?;
             let responses = heads
                 .iter()
-                .map(|h| Engine::classify_with(h, &features, req.top_k).map(classify_msg))
+                .map(|h| {
+                    Engine::classify_with(h, &features, &req.texts, req.top_k).map(classify_msg)
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(ClassifyMultiResponse { responses })
         })
@@ -314,6 +320,7 @@ impl Inference for InferenceService {
                 baseline_metrics: metrics.and_then(|m| m.baseline.as_ref()).map(metrics_msg),
                 backbone_fingerprint: head.manifest.backbone.fingerprint.clone(),
                 created_at: head.manifest.created_at.clone(),
+                selection: selection_line(&head.manifest),
             })
         })
         .await

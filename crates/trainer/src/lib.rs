@@ -3,23 +3,24 @@
 //!
 //! - [`Dataset`]: JSONL / CSV loading with line-numbered errors.
 //! - [`FeatureCache`]: backbone features cached on disk by fingerprint + text hash.
-//! - [`train_task`]: split, train the head (tch, AdamW, early stopping), train the
-//!   TF-IDF baseline, evaluate both, build the artifact.
+//! - [`train_task`]: choose and fit the head on frozen features (linear or hybrid
+//!   by cross-validation, then a refit on every example; or an MLP), score the
+//!   TF-IDF baseline on the same splits, evaluate both, build the artifact.
 //! - [`evaluate_head`]: metrics of a stored head on labelled data.
 #![deny(missing_docs)]
 
-mod baseline;
 mod budget;
 mod dataset;
 mod error;
 mod features;
+mod logreg;
 mod metrics;
 mod options;
 mod pipeline;
+mod select;
 mod split;
 mod train;
 
-pub use baseline::{Baseline, Tfidf};
 pub use budget::{Budget, TrainLimits};
 pub use dataset::{Dataset, Example, Format};
 pub use error::{Error, Result};

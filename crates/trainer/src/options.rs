@@ -7,10 +7,15 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum HeadChoice {
-    /// Softmax regression.
+    /// Linear or hybrid, whichever scores best on held-out examples (the default).
     #[default]
+    Auto,
+    /// L2-regularised softmax regression on the embedding, penalty chosen on
+    /// held-out examples.
     Linear,
-    /// One hidden ReLU layer with dropout.
+    /// Softmax regression on the embedding joined with the task's TF-IDF features.
+    Hybrid,
+    /// One hidden ReLU layer with dropout (AdamW, early stopping on a split).
     Mlp,
 }
 
@@ -18,9 +23,13 @@ impl std::str::FromStr for HeadChoice {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         match s {
-            "linear" | "" => Ok(HeadChoice::Linear),
+            "auto" | "" => Ok(HeadChoice::Auto),
+            "linear" => Ok(HeadChoice::Linear),
+            "hybrid" => Ok(HeadChoice::Hybrid),
             "mlp" => Ok(HeadChoice::Mlp),
-            _ => Err(Error::Options(format!("head {s:?}: use linear or mlp"))),
+            _ => Err(Error::Options(format!(
+                "head {s:?}: use auto, linear, hybrid or mlp"
+            ))),
         }
     }
 }
@@ -52,9 +61,10 @@ pub struct TrainOptions {
     pub seed: u64,
     /// Share of each class held out for validation when no validation set is given.
     pub validation_fraction: f64,
-    /// Weight the loss by inverse class frequency.
+    /// Weight the loss by inverse class frequency (off by default, as in
+    /// scikit-learn: it trades accuracy for recall of rare classes).
     pub class_weighting: bool,
-    /// Vocabulary cap of the TF-IDF baseline (most frequent by document frequency).
+    /// Vocabulary cap of the TF-IDF baseline and of hybrid heads (most frequent terms).
     pub baseline_max_features: usize,
     /// Skip the baseline (it is on by default: it is how transfer is judged).
     pub skip_baseline: bool,
@@ -63,7 +73,7 @@ pub struct TrainOptions {
 impl Default for TrainOptions {
     fn default() -> Self {
         TrainOptions {
-            head: HeadChoice::Linear,
+            head: HeadChoice::Auto,
             hidden_dim: 256,
             dropout: 0.1,
             learning_rate: 1e-2,
@@ -74,7 +84,7 @@ impl Default for TrainOptions {
             min_steps: 300,
             seed: 42,
             validation_fraction: 0.2,
-            class_weighting: true,
+            class_weighting: false,
             baseline_max_features: 20_000,
             skip_baseline: false,
         }

@@ -4,17 +4,18 @@ use std::time::Instant;
 
 use polyhead_backbone::EncoderHandle;
 use polyhead_heads::{
-    now_rfc3339, BackboneRef, Evaluation, HeadArtifact, HeadKind, Manifest, Metrics, FORMAT_VERSION,
+    now_rfc3339, BackboneRef, Candidate, Evaluation, Head, HeadArtifact, HeadKind, Manifest,
+    Metrics, Selection, FORMAT_VERSION,
 };
 use serde::Serialize;
 
 use crate::{
-    baseline::Baseline,
     features::{CacheStats, FeatureCache},
     metrics::{argmax_rows, evaluate},
+    select::{baseline_on_split, choose, Examples, LexicalBaseline},
     split::stratified_split,
     train::{train_head, EpochReport, Split},
-    Budget, Dataset, Error, Result, TrainOptions,
+    Budget, Dataset, Error, HeadChoice, Result, TrainOptions,
 };
 
 /// What to train.
@@ -51,8 +52,10 @@ pub enum Progress {
         /// Texts in all.
         total: usize,
     },
-    /// An epoch of the head finished.
+    /// An epoch of the MLP head finished.
     Epoch(EpochReport),
+    /// A candidate head was scored on held-out examples.
+    Candidate(Candidate),
 }
 
 /// Seconds per stage.
@@ -60,10 +63,8 @@ pub enum Progress {
 pub struct Timings {
     /// Computing or reading features.
     pub features_s: f64,
-    /// Training the head.
+    /// Selecting and fitting the head, and scoring and fitting the baseline.
     pub head_s: f64,
-    /// Fitting and training the baseline.
-    pub baseline_s: f64,
     /// Everything.
     pub total_s: f64,
 }
@@ -73,13 +74,19 @@ pub struct Timings {
 pub struct TrainReport {
     /// Task.
     pub task: String,
-    /// Examples used for fitting / validation.
+    /// Examples the final head was fitted on.
     pub n_train: usize,
-    /// Validation examples.
+    /// Examples its validation metrics were measured on (out of fold, held out, or
+    /// the caller's validation set).
     pub n_valid: usize,
-    /// Epochs the head ran (early stopping included).
+    /// Epochs the MLP ran, or L-BFGS iterations of the final linear/hybrid fit.
     pub epochs: usize,
-    /// Validation metrics of head and baseline.
+    /// The head kind trained (`linear`, `hybrid`, `mlp`).
+    pub head: String,
+    /// How the head was chosen (linear and hybrid heads).
+    pub selection: Option<Selection>,
+    /// Validation metrics of head and baseline: measured on examples each was not
+    /// fitted on.
     pub validation: Evaluation,
     /// Test metrics of head and baseline, when a test set was given.
     pub test: Option<Evaluation>,
@@ -90,7 +97,8 @@ pub struct TrainReport {
 }
 
 /// Runs a training request. Returns the artifact (version 0: the store assigns it)
-/// and the report.
+/// and the report. The test set, if any, is embedded and scored at the end only: it
+/// never reaches fitting, selection or stopping.
 pub fn train_task(
     encoder: &EncoderHandle,
     cache: &FeatureCache,
@@ -119,32 +127,16 @@ pub fn train_task(
             })
             .collect()
     };
-    let y_all = index(&req.train, "training")?;
-    if req.valid.is_none() {
-        check_holdout(&labels, &y_all)?;
+    // Training rows first, then the caller's validation rows (if any).
+    let mut texts = req.train.texts();
+    let mut y = index(&req.train, "training")?;
+    let n_train = y.len();
+    if let Some(v) = &req.valid {
+        texts.extend(v.texts());
+        y.extend(index(v, "validation")?);
+    } else {
+        check_holdout(&labels, &y)?;
     }
-    let (train_idx, valid_set): (Vec<usize>, Vec<(String, usize)>) = match &req.valid {
-        Some(v) => (
-            (0..y_all.len()).collect(),
-            v.texts().into_iter().zip(index(v, "validation")?).collect(),
-        ),
-        None => {
-            let (t, v) =
-                stratified_split(&y_all, req.options.validation_fraction, req.options.seed);
-            let valid = v
-                .iter()
-                .map(|&i| (req.train.examples[i].text.clone(), y_all[i]))
-                .collect();
-            (t, valid)
-        }
-    };
-    let train_texts: Vec<String> = train_idx
-        .iter()
-        .map(|&i| req.train.examples[i].text.clone())
-        .collect();
-    let y_train: Vec<usize> = train_idx.iter().map(|&i| y_all[i]).collect();
-    let valid_texts: Vec<String> = valid_set.iter().map(|v| v.0.clone()).collect();
-    let y_valid: Vec<usize> = valid_set.iter().map(|v| v.1).collect();
     let test = match &req.test {
         Some(t) => Some((t.texts(), index(t, "test")?)),
         None => None,
@@ -154,7 +146,7 @@ pub fn train_task(
         name: "features".into(),
     });
     let t0 = Instant::now();
-    let total = train_texts.len() + valid_texts.len() + test.as_ref().map_or(0, |t| t.0.len());
+    let total = texts.len() + test.as_ref().map_or(0, |t| t.0.len());
     let mut done = 0;
     let mut features = |texts: &[String]| {
         let out = cache.features_within(encoder, texts, &req.budget, &mut |n| {
@@ -166,91 +158,76 @@ pub fn train_task(
         done += texts.len();
         out
     };
-    let (x_train, s1) = features(&train_texts)?;
-    let (x_valid, s2) = features(&valid_texts)?;
+    let (x, s1) = features(&texts)?;
     let x_test = match &test {
-        Some((texts, _)) => Some(features(texts)?),
+        Some((t, _)) => Some(features(t)?),
         None => None,
     };
-    let s3 = x_test.as_ref().map(|x| x.1).unwrap_or_default();
+    let s2 = x_test.as_ref().map(|x| x.1).unwrap_or_default();
     let feature_cache = CacheStats {
-        hits: s1.hits + s2.hits + s3.hits,
-        misses: s1.misses + s2.misses + s3.misses,
+        hits: s1.hits + s2.hits,
+        misses: s1.misses + s2.misses,
     };
     let features_s = t0.elapsed().as_secs_f64();
 
-    progress(Progress::Stage {
-        name: "head".into(),
-    });
     let t1 = Instant::now();
     let dim = encoder.info().dim;
-    let (head, history) = train_head(
-        &Split {
-            features: x_train.as_slice(),
-            labels: &y_train,
-        },
-        &Split {
-            features: x_valid.as_slice(),
-            labels: &y_valid,
-        },
+    let examples = Examples {
+        emb: x.as_slice(),
         dim,
-        &labels,
-        &req.options,
-        &req.budget,
-        &mut |e| progress(Progress::Epoch(e)),
-    )?;
-    let head_s = t1.elapsed().as_secs_f64();
-    let head_metrics = |x: &[f32], y: &[usize]| -> Result<Metrics> {
-        Ok(evaluate(&labels, y, &argmax_rows(&head.predict_batch(x)?)))
+        texts: &texts,
+        y: &y,
+        n_train,
     };
-    let valid_head = head_metrics(x_valid.as_slice(), &y_valid)?;
-    let test_head = match (&x_test, &test) {
-        (Some((x, _)), Some((_, y))) => Some(head_metrics(x.as_slice(), y)?),
+    let fitted = match req.options.head {
+        HeadChoice::Mlp => fit_mlp(&examples, &labels, req, progress)?,
+        choice => {
+            let c = choose(
+                &examples,
+                &labels,
+                choice,
+                &req.options,
+                &req.budget,
+                progress,
+            )?;
+            Fitted {
+                head: c.head,
+                kind: c.kind,
+                validation: c.validation,
+                baseline: c.baseline,
+                selection: Some(c.selection),
+                n_fit: y.len(),
+                epochs: c.iterations,
+            }
+        }
+    };
+    let head_s = t1.elapsed().as_secs_f64();
+
+    let test = match (&x_test, &test) {
+        (Some((x, _)), Some((t, y_t))) => Some(Evaluation {
+            head: evaluate(
+                &labels,
+                y_t,
+                &argmax_rows(&fitted.head.predict_batch(x.as_slice(), t)?),
+            ),
+            baseline: fitted
+                .baseline
+                .as_ref()
+                .map(|(_, b)| b.evaluate(&labels, t, y_t)),
+        }),
         _ => None,
     };
-
-    let t2 = Instant::now();
-    let (valid_base, test_base) = if req.options.skip_baseline {
-        (None, None)
-    } else {
-        progress(Progress::Stage {
-            name: "baseline".into(),
-        });
-        let (tt, vt) = (refs(&train_texts), refs(&valid_texts));
-        let base = Baseline::train(
-            (&tt, &y_train),
-            (&vt, &y_valid),
-            labels.len(),
-            &req.options,
-            &req.budget,
-        )?;
-        let test_base = test
-            .as_ref()
-            .map(|(texts, y)| base.evaluate(&labels, &refs(texts), y));
-        (Some(base.evaluate(&labels, &vt, &y_valid)), test_base)
-    };
-    let baseline_s = t2.elapsed().as_secs_f64();
-
     let validation = Evaluation {
-        head: valid_head,
-        baseline: valid_base,
+        head: fitted.validation,
+        baseline: fitted.baseline.map(|(m, _)| m),
     };
-    let test = test_head.map(|head| Evaluation {
-        head,
-        baseline: test_base,
-    });
     let info = encoder.info();
     let manifest = Manifest {
         format: FORMAT_VERSION,
         task: req.task.clone(),
         version: 0,
         labels: labels.clone(),
-        head: match req.options.head {
-            crate::HeadChoice::Linear => HeadKind::Linear,
-            crate::HeadChoice::Mlp => HeadKind::Mlp {
-                hidden_dim: req.options.hidden_dim,
-            },
-        },
+        head: fitted.kind,
         input_dim: dim,
         backbone: BackboneRef {
             name: info.name.clone(),
@@ -261,23 +238,118 @@ pub fn train_task(
         dataset_hash: req.train.hash(),
         created_at: now_rfc3339(),
         metrics: Some(validation.clone()),
+        selection: fitted.selection.clone(),
     };
     let report = TrainReport {
         task: req.task.clone(),
-        n_train: train_texts.len(),
-        n_valid: valid_texts.len(),
-        epochs: history.len(),
+        n_train: fitted.n_fit,
+        n_valid: validation.head.n as usize,
+        epochs: fitted.epochs,
+        head: fitted.kind.name().to_owned(),
+        selection: fitted.selection,
         validation,
         test,
         feature_cache,
         timings: Timings {
             features_s,
             head_s,
-            baseline_s,
             total_s: start.elapsed().as_secs_f64(),
         },
     };
-    Ok((HeadArtifact { manifest, head }, report))
+    Ok((
+        HeadArtifact {
+            manifest,
+            head: fitted.head,
+        },
+        report,
+    ))
+}
+
+/// What either training path produced.
+struct Fitted {
+    head: Head,
+    kind: HeadKind,
+    validation: Metrics,
+    baseline: Option<(Metrics, LexicalBaseline)>,
+    selection: Option<Selection>,
+    /// Examples the final head was fitted on.
+    n_fit: usize,
+    /// Epochs (MLP) or L-BFGS iterations of the final fit.
+    epochs: usize,
+}
+
+/// The MLP: AdamW with early stopping on a stratified split (or the caller's
+/// validation rows); the baseline is fitted and scored on the same split.
+fn fit_mlp(
+    ex: &Examples<'_>,
+    labels: &[String],
+    req: &TrainRequest,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Fitted> {
+    let (train_idx, valid_idx) = if ex.n_train < ex.y.len() {
+        (
+            (0..ex.n_train).collect(),
+            (ex.n_train..ex.y.len()).collect(),
+        )
+    } else {
+        stratified_split(ex.y, req.options.validation_fraction, req.options.seed)
+    };
+    let rows = |idx: &[usize]| -> (Vec<f32>, Vec<usize>) {
+        let x = idx
+            .iter()
+            .flat_map(|&i| ex.emb[i * ex.dim..(i + 1) * ex.dim].iter().copied())
+            .collect();
+        (x, idx.iter().map(|&i| ex.y[i]).collect())
+    };
+    let ((xt, yt), (xv, yv)) = (rows(&train_idx), rows(&valid_idx));
+    progress(Progress::Stage {
+        name: "head".into(),
+    });
+    let (head, history) = train_head(
+        &Split {
+            features: &xt,
+            labels: &yt,
+        },
+        &Split {
+            features: &xv,
+            labels: &yv,
+        },
+        ex.dim,
+        labels,
+        &req.options,
+        &req.budget,
+        &mut |e| progress(Progress::Epoch(e)),
+    )?;
+    let valid_texts: Vec<&String> = valid_idx.iter().map(|&i| &ex.texts[i]).collect();
+    let validation = evaluate(
+        labels,
+        &yv,
+        &argmax_rows(&head.predict_batch(&xv, &valid_texts)?),
+    );
+    let baseline = if req.options.skip_baseline {
+        None
+    } else {
+        progress(Progress::Stage {
+            name: "baseline".into(),
+        });
+        Some(baseline_on_split(
+            ex,
+            labels,
+            &train_idx,
+            &valid_idx,
+            &req.options,
+            &req.budget,
+        )?)
+    };
+    Ok(Fitted {
+        kind: head.kind(),
+        head,
+        validation,
+        baseline,
+        selection: None,
+        n_fit: train_idx.len(),
+        epochs: history.len(),
+    })
 }
 
 /// Without a validation set, every label must keep one example for validation, or
@@ -304,10 +376,6 @@ fn check_holdout(labels: &[String], y: &[usize]) -> Result<()> {
             ""
         }
     )))
-}
-
-fn refs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
 }
 
 /// Evaluates a stored head on labelled data. Labels unknown to the head count as
@@ -340,6 +408,6 @@ pub fn evaluate_head(
     Ok(evaluate(
         labels,
         &truth,
-        &argmax_rows(&artifact.head.predict_batch(x.as_slice())?),
+        &argmax_rows(&artifact.head.predict_batch(x.as_slice(), &data.texts())?),
     ))
 }

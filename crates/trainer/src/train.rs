@@ -44,7 +44,9 @@ impl Net {
     fn new(root: &nn::Path, choice: HeadChoice, dim: i64, classes: i64, o: &TrainOptions) -> Net {
         let c = Default::default();
         match choice {
-            HeadChoice::Linear => Net::Linear(nn::linear(root / "linear", dim, classes, c)),
+            HeadChoice::Auto | HeadChoice::Linear | HeadChoice::Hybrid => {
+                Net::Linear(nn::linear(root / "linear", dim, classes, c))
+            }
             HeadChoice::Mlp => {
                 let h = o.hidden_dim as i64;
                 Net::Mlp {
@@ -227,7 +229,7 @@ fn export(net: &Net, o: &TrainOptions, labels: &[String]) -> Result<Head> {
         })
         .collect::<Result<Vec<_>>>()?;
     let kind = match o.head {
-        HeadChoice::Linear => HeadKind::Linear,
+        HeadChoice::Auto | HeadChoice::Linear | HeadChoice::Hybrid => HeadKind::Linear,
         HeadChoice::Mlp => HeadKind::Mlp {
             hidden_dim: o.hidden_dim,
         },

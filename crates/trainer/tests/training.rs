@@ -84,7 +84,7 @@ fn learns_separable_blobs() {
     let head = fit(&TrainOptions::default());
     let (x, y) = blobs(20);
     let correct = x.chunks(8).zip(&y).filter(|(r, &c)| {
-        let p = head.predict(r).unwrap();
+        let p = head.predict(r, "").unwrap();
         usize::from(p[1] > p[0]) == c
     });
     assert!(correct.count() >= 19);
@@ -257,4 +257,53 @@ fn a_cancelled_or_late_run_stops_with_its_reason() {
     std::thread::sleep(std::time::Duration::from_millis(5));
     let err = train_task(&encoder, &FeatureCache::disabled(), &late, &mut |_| {}).unwrap_err();
     assert!(matches!(err, Error::DeadlineExceeded(_)), "{err}");
+}
+
+/// Issue 7: the test split is only scored. Training with two different test sets
+/// (one with every label flipped) gives byte-identical heads, the same selection and
+/// the same validation metrics; only the test scores differ.
+#[test]
+fn the_test_split_never_reaches_training_or_selection() {
+    let _serial = serial();
+    let encoder = EncoderHandle::spawn(model_dir(), &EncoderOptions::default()).unwrap();
+    let test = pairs(&[
+        ("Claim your free prize now!!!", "spam"),
+        ("Agenda for Monday's standup", "ham"),
+        ("Cheap loans approved instantly", "spam"),
+        ("Notes from the design review", "ham"),
+    ]);
+    let flipped = pairs(&[
+        ("Claim your free prize now!!!", "ham"),
+        ("Agenda for Monday's standup", "spam"),
+        ("Cheap loans approved instantly", "ham"),
+        ("Notes from the design review", "spam"),
+    ]);
+    let run = |t: Dataset| {
+        let req = TrainRequest {
+            task: "t".into(),
+            train: small(),
+            valid: None,
+            test: Some(t),
+            options: TrainOptions::default(),
+            budget: Budget::unlimited(),
+        };
+        train_task(&encoder, &FeatureCache::disabled(), &req, &mut |_| {}).unwrap()
+    };
+    let (a, ra) = run(test);
+    let (b, rb) = run(flipped);
+    assert_eq!(a.safetensors().unwrap(), b.safetensors().unwrap());
+    assert_eq!(a.manifest.selection, b.manifest.selection);
+    assert_eq!(a.manifest.metrics, b.manifest.metrics);
+    let (ta, tb) = (
+        ra.test.unwrap().head.accuracy,
+        rb.test.unwrap().head.accuracy,
+    );
+    assert!(
+        (ta + tb - 1.0).abs() < 1e-9,
+        "flipped labels score 1 - accuracy: {ta} {tb}"
+    );
+    assert!(
+        a.manifest.selection.is_some(),
+        "auto records its candidates"
+    );
 }

@@ -1,0 +1,532 @@
+//! Model selection that throws no example away. Candidates (linear and hybrid heads
+//! over a grid of penalties and lexical weights) are scored on examples they were
+//! not fitted on — stratified k-fold cross-validation for small sets, one held-out
+//! split for large ones, or the caller's validation set — and the winner is refitted
+//! on every example. The TF-IDF baseline is scored on the same splits.
+use polyhead_heads::{Candidate, Dense, Head, HeadKind, Lexicon, Metrics, Selection, SparseRow};
+use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
+
+use crate::{
+    logreg::{fit, Design, Fit, Problem},
+    metrics::evaluate,
+    split::stratified_split,
+    train::class_weights,
+    Budget, HeadChoice, Progress, Result, TrainOptions,
+};
+
+/// Up to this many examples, 5-fold cross-validation; up to `MEDIUM`, 3-fold; above,
+/// one stratified 20% hold-out.
+const SMALL: usize = 500;
+const MEDIUM: usize = 2000;
+/// The baseline is scikit-learn's default `LogisticRegression(C=1.0)` on TF-IDF.
+const BASELINE_C: f64 = 1.0;
+/// A hybrid head's weights stay below this many parameters (vocabulary x labels).
+const MAX_LEXICAL_PARAMS: usize = 4_000_000;
+
+/// Examples with their features: rows `..n_train` are training rows, the rest (if
+/// any) the caller's validation set.
+pub(crate) struct Examples<'a> {
+    pub emb: &'a [f32],
+    pub dim: usize,
+    pub texts: &'a [String],
+    pub y: &'a [usize],
+    pub n_train: usize,
+}
+
+/// A candidate configuration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Config {
+    Linear { c: f64 },
+    Hybrid { c: f64, alpha: f32 },
+}
+
+impl Config {
+    fn name(&self) -> String {
+        match self {
+            Config::Linear { c } => format!("linear C={c}"),
+            Config::Hybrid { c, alpha } => format!("hybrid C={c} lexical={alpha}"),
+        }
+    }
+    fn kind(&self) -> &'static str {
+        match self {
+            Config::Linear { .. } => "linear",
+            Config::Hybrid { .. } => "hybrid",
+        }
+    }
+    fn c(&self) -> f64 {
+        match *self {
+            Config::Linear { c } | Config::Hybrid { c, .. } => c,
+        }
+    }
+    fn design<'a>(&self, ex: &Examples<'a>, sparse: &'a [SparseRow], vocab: usize) -> Design<'a> {
+        let lexical = match *self {
+            Config::Linear { .. } => None,
+            Config::Hybrid { alpha, .. } => Some(alpha),
+        };
+        Design {
+            dense: ex.emb,
+            dim: ex.dim,
+            sparse,
+            vocab: if lexical.is_some() { vocab } else { 0 },
+            alpha: lexical.unwrap_or(1.0),
+        }
+    }
+}
+
+/// The candidates for `choice` at `n` examples.
+fn grid(choice: HeadChoice, n: usize) -> Vec<Config> {
+    let large = n > MEDIUM;
+    let cs: &[f64] = if large {
+        &[1.0, 10.0, 100.0]
+    } else {
+        &[0.1, 1.0, 10.0, 100.0]
+    };
+    let alphas: &[f32] = if large { &[1.0] } else { &[0.5, 1.0, 2.0] };
+    let linear = cs.iter().map(|&c| Config::Linear { c });
+    let hybrid = cs
+        .iter()
+        .filter(|&&c| c >= 1.0)
+        .flat_map(|&c| alphas.iter().map(move |&alpha| Config::Hybrid { c, alpha }));
+    match choice {
+        HeadChoice::Linear => linear.collect(),
+        HeadChoice::Hybrid => hybrid.collect(),
+        _ => linear.chain(hybrid).collect(),
+    }
+}
+
+/// Where each candidate is fitted and scored: `(fit rows, scored rows)` pairs.
+struct Plan {
+    method: String,
+    splits: Vec<(Vec<usize>, Vec<usize>)>,
+}
+
+fn plan(ex: &Examples<'_>, seed: u64) -> Plan {
+    let n = ex.y.len();
+    if ex.n_train < n {
+        return Plan {
+            method: "validation-set".into(),
+            splits: vec![((0..ex.n_train).collect(), (ex.n_train..n).collect())],
+        };
+    }
+    let smallest = {
+        let mut counts = std::collections::HashMap::new();
+        ex.y.iter()
+            .for_each(|&l| *counts.entry(l).or_insert(0usize) += 1);
+        counts.values().copied().min().unwrap_or(0)
+    };
+    let k = if n <= SMALL { 5 } else { 3 }.min(smallest);
+    if n > MEDIUM || k < 2 {
+        let (fit_rows, held) = stratified_split(ex.y, 0.2, seed);
+        return Plan {
+            method: "holdout".into(),
+            splits: vec![(fit_rows, held)],
+        };
+    }
+    Plan {
+        method: format!("cv-{k}"),
+        splits: stratified_folds(ex.y, k, seed),
+    }
+}
+
+/// Stratified k folds: each class's examples, shuffled, are dealt round-robin.
+fn stratified_folds(y: &[usize], k: usize, seed: u64) -> Vec<(Vec<usize>, Vec<usize>)> {
+    let classes = y.iter().copied().max().map_or(0, |m| m + 1);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut fold_of = vec![0; y.len()];
+    let mut next = 0;
+    for class in 0..classes {
+        let mut members: Vec<usize> = (0..y.len()).filter(|&i| y[i] == class).collect();
+        members.shuffle(&mut rng);
+        for i in members {
+            fold_of[i] = next % k;
+            next += 1;
+        }
+    }
+    (0..k)
+        .map(|f| {
+            let (held, fit_rows): (Vec<usize>, Vec<usize>) =
+                (0..y.len()).partition(|&i| fold_of[i] == f);
+            (fit_rows, held)
+        })
+        .collect()
+}
+
+/// Out-of-sample class probabilities of every scored row, by plan.
+struct Scored {
+    rows: Vec<usize>,
+    probs: Vec<Vec<f64>>,
+}
+
+impl Scored {
+    fn accuracy(&self, y: &[usize]) -> f64 {
+        let hits = self
+            .rows
+            .iter()
+            .zip(&self.probs)
+            .filter(|(&i, p)| argmax(p) == y[i])
+            .count();
+        hits as f64 / self.rows.len().max(1) as f64
+    }
+    fn log_loss(&self, y: &[usize]) -> f64 {
+        let total: f64 = self
+            .rows
+            .iter()
+            .zip(&self.probs)
+            .map(|(&i, p)| -p[y[i]].max(1e-15).ln())
+            .sum();
+        total / self.rows.len().max(1) as f64
+    }
+    fn metrics(&self, labels: &[String], y: &[usize]) -> Metrics {
+        let truth: Vec<usize> = self.rows.iter().map(|&i| y[i]).collect();
+        let predicted: Vec<usize> = self.probs.iter().map(|p| argmax(p)).collect();
+        evaluate(labels, &truth, &predicted)
+    }
+}
+
+fn argmax(p: &[f64]) -> usize {
+    p.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i)
+}
+
+struct Context<'a> {
+    y: &'a [usize],
+    weights: Vec<f32>,
+    classes: usize,
+    budget: &'a Budget,
+}
+
+impl Context<'_> {
+    fn fit(&self, x: &Design<'_>, idx: &[usize], c: f64) -> Result<Fit> {
+        let p = Problem {
+            x,
+            idx,
+            y: self.y,
+            weights: &self.weights,
+            classes: self.classes,
+            c,
+        };
+        fit(&p, self.budget)
+    }
+
+    fn score(&self, x: &Design<'_>, plan: &Plan, c: f64) -> Result<Scored> {
+        let mut scored = Scored {
+            rows: Vec::new(),
+            probs: Vec::new(),
+        };
+        for (fit_rows, held) in &plan.splits {
+            let model = self.fit(x, fit_rows, c)?;
+            for &i in held {
+                scored.rows.push(i);
+                scored.probs.push(model.probs(x, i));
+            }
+        }
+        Ok(scored)
+    }
+}
+
+/// The chosen head and how it was chosen.
+pub(crate) struct Chosen {
+    pub head: Head,
+    pub kind: HeadKind,
+    pub selection: Selection,
+    /// The chosen candidate's out-of-sample metrics.
+    pub validation: Metrics,
+    /// The baseline's out-of-sample metrics and its refit on every example.
+    pub baseline: Option<(Metrics, LexicalBaseline)>,
+    /// L-BFGS iterations of the final fit.
+    pub iterations: usize,
+}
+
+/// TF-IDF + logistic regression, refitted on every example: scores test texts.
+pub(crate) struct LexicalBaseline {
+    lexicon: Lexicon,
+    fit: Fit,
+}
+
+impl LexicalBaseline {
+    /// Metrics on labelled texts.
+    pub fn evaluate(&self, labels: &[String], texts: &[String], truth: &[usize]) -> Metrics {
+        let rows: Vec<SparseRow> = texts.iter().map(|t| self.lexicon.transform(t)).collect();
+        let x = Design {
+            dense: &[],
+            dim: 0,
+            sparse: &rows,
+            vocab: self.lexicon.len(),
+            alpha: 1.0,
+        };
+        let predicted: Vec<usize> = (0..rows.len())
+            .map(|i| argmax(&self.fit.probs(&x, i)))
+            .collect();
+        evaluate(labels, truth, &predicted)
+    }
+}
+
+/// Scores every candidate for `choice`, refits the best on every example, and
+/// scores the baseline on the same splits.
+pub(crate) fn choose(
+    ex: &Examples<'_>,
+    labels: &[String],
+    choice: HeadChoice,
+    o: &TrainOptions,
+    budget: &Budget,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Chosen> {
+    let classes = labels.len();
+    let cx = Context {
+        y: ex.y,
+        weights: class_weights(ex.y, classes, o.class_weighting),
+        classes,
+        budget,
+    };
+    let refs: Vec<&str> = ex.texts.iter().map(String::as_str).collect();
+    let max_terms = o
+        .baseline_max_features
+        .min(MAX_LEXICAL_PARAMS / classes.max(1))
+        .max(1);
+    let lexicon = Lexicon::fit(&refs, max_terms);
+    let sparse: Vec<SparseRow> = ex.texts.iter().map(|t| lexicon.transform(t)).collect();
+    let vocab = lexicon.len();
+    let plan = plan(ex, o.seed);
+    let all: Vec<usize> = (0..ex.y.len()).collect();
+
+    progress(Progress::Stage {
+        name: format!("select ({})", plan.method),
+    });
+    let mut tried = Vec::new();
+    for config in grid(choice, ex.y.len()) {
+        let scored = cx.score(&config.design(ex, &sparse, vocab), &plan, config.c())?;
+        let candidate = Candidate {
+            name: config.name(),
+            kind: config.kind().into(),
+            accuracy: scored.accuracy(ex.y),
+            log_loss: scored.log_loss(ex.y),
+        };
+        progress(Progress::Candidate(candidate.clone()));
+        tried.push((config, scored, candidate));
+    }
+    let candidates: Vec<Candidate> = tried.iter().map(|t| t.2.clone()).collect();
+    let n_scored = tried.first().map_or(0, |t| t.1.rows.len());
+    let winner = pick(&candidates, n_scored)
+        .ok_or_else(|| crate::Error::Options(format!("no candidate head for {choice:?}")))?;
+    let (config, scored, _) = tried.swap_remove(winner);
+
+    progress(Progress::Stage {
+        name: format!("fit {}", config.name()),
+    });
+    let design = config.design(ex, &sparse, vocab);
+    let final_fit = cx.fit(&design, &all, config.c())?;
+    let (head, kind) = export(&final_fit, config, ex.dim, &lexicon, labels)?;
+
+    let baseline = if o.skip_baseline {
+        None
+    } else {
+        progress(Progress::Stage {
+            name: "baseline".into(),
+        });
+        let x = Design {
+            dense: &[],
+            dim: 0,
+            sparse: &sparse,
+            vocab,
+            alpha: 1.0,
+        };
+        let oof = cx.score(&x, &plan, BASELINE_C)?;
+        let fit = cx.fit(&x, &all, BASELINE_C)?;
+        Some((
+            oof.metrics(labels, ex.y),
+            LexicalBaseline {
+                lexicon: lexicon.clone(),
+                fit,
+            },
+        ))
+    };
+    Ok(Chosen {
+        head,
+        kind,
+        selection: Selection {
+            method: plan.method,
+            chosen: config.name(),
+            candidates,
+        },
+        validation: scored.metrics(labels, ex.y),
+        baseline,
+        iterations: final_fit.iterations,
+    })
+}
+
+/// The winner among scored candidates, by a one-standard-error rule: every candidate
+/// whose held-out accuracy is within one standard error (binomial, on the scored
+/// examples) of the best is eligible; among those a hybrid is preferred, then the
+/// lowest log-loss. The preference is because held-out scores underestimate
+/// lexical features on small sets: a held-out text shares fewer words with the
+/// other folds than new text shares with every example the final head is fitted
+/// on. On splits of the training data (never the test sets) hybrid heads beat
+/// linear ones at 8 and 32 examples per class on both demo corpora by 2-6 points,
+/// while 5-fold CV on 16 examples often ranked linear first.
+fn pick(candidates: &[Candidate], n_scored: usize) -> Option<usize> {
+    let best = candidates
+        .iter()
+        .map(|c| c.accuracy)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let se = (best * (1.0 - best) / n_scored.max(1) as f64).sqrt();
+    let rank = |c: &Candidate| (c.kind != "hybrid", c.log_loss);
+    candidates
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.accuracy >= best - se - 1e-12)
+        .min_by(|a, b| {
+            let (ka, la) = rank(a.1);
+            let (kb, lb) = rank(b.1);
+            ka.cmp(&kb).then(la.total_cmp(&lb))
+        })
+        .map(|(i, _)| i)
+}
+
+/// The baseline fitted on rows `fit_rows` and scored on `held` (the MLP's split).
+pub(crate) fn baseline_on_split(
+    ex: &Examples<'_>,
+    labels: &[String],
+    fit_rows: &[usize],
+    held: &[usize],
+    o: &TrainOptions,
+    budget: &Budget,
+) -> Result<(Metrics, LexicalBaseline)> {
+    let classes = labels.len();
+    let cx = Context {
+        y: ex.y,
+        weights: class_weights(ex.y, classes, o.class_weighting),
+        classes,
+        budget,
+    };
+    let refs: Vec<&str> = fit_rows.iter().map(|&i| ex.texts[i].as_str()).collect();
+    let lexicon = Lexicon::fit(&refs, o.baseline_max_features);
+    let sparse: Vec<SparseRow> = ex.texts.iter().map(|t| lexicon.transform(t)).collect();
+    let x = Design {
+        dense: &[],
+        dim: 0,
+        sparse: &sparse,
+        vocab: lexicon.len(),
+        alpha: 1.0,
+    };
+    let plan = Plan {
+        method: "split".into(),
+        splits: vec![(fit_rows.to_vec(), held.to_vec())],
+    };
+    let scored = cx.score(&x, &plan, BASELINE_C)?;
+    let fit = cx.fit(&x, fit_rows, BASELINE_C)?;
+    Ok((
+        scored.metrics(labels, ex.y),
+        LexicalBaseline { lexicon, fit },
+    ))
+}
+
+/// The fitted weights as a servable head. A hybrid head's lexical weight `alpha` is
+/// folded into its TF-IDF columns, so serving reads raw TF-IDF rows.
+fn export(
+    f: &Fit,
+    config: Config,
+    dim: usize,
+    lexicon: &Lexicon,
+    labels: &[String],
+) -> Result<(Head, HeadKind)> {
+    let bias: Vec<f32> = f.b.iter().map(|&v| v as f32).collect();
+    let out = labels.len();
+    Ok(match config {
+        Config::Linear { .. } => {
+            let weight = f.w.iter().map(|&v| v as f32).collect();
+            let layer = Dense {
+                weight,
+                bias,
+                input: dim,
+                out,
+            };
+            (
+                Head::new(HeadKind::Linear, vec![layer], labels.to_vec())?,
+                HeadKind::Linear,
+            )
+        }
+        Config::Hybrid { alpha, .. } => {
+            let width = dim + lexicon.len();
+            let weight = f
+                .w
+                .chunks_exact(width)
+                .flat_map(|row| {
+                    row.iter()
+                        .enumerate()
+                        .map(move |(j, &v)| if j < dim { v as f32 } else { v as f32 * alpha })
+                })
+                .collect();
+            let layer = Dense {
+                weight,
+                bias,
+                input: width,
+                out,
+            };
+            let head = Head::hybrid(layer, lexicon.clone(), labels.to_vec())?;
+            (
+                head,
+                HeadKind::Hybrid {
+                    vocab_size: lexicon.len(),
+                },
+            )
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folds_are_stratified_disjoint_and_cover_every_row() {
+        let y: Vec<usize> = (0..40).map(|i| usize::from(i % 4 == 0)).collect();
+        let folds = stratified_folds(&y, 5, 3);
+        let mut seen = vec![0; y.len()];
+        for (fit_rows, held) in &folds {
+            assert_eq!(fit_rows.len() + held.len(), y.len());
+            assert_eq!(held.iter().filter(|&&i| y[i] == 1).count(), 2);
+            held.iter().for_each(|&i| seen[i] += 1);
+        }
+        assert!(seen.iter().all(|&s| s == 1));
+    }
+
+    #[test]
+    fn one_standard_error_rule_prefers_hybrid_then_log_loss() {
+        let c = |kind: &str, accuracy, log_loss| Candidate {
+            name: format!("{kind} {accuracy} {log_loss}"),
+            kind: kind.into(),
+            accuracy,
+            log_loss,
+        };
+        // n = 16, best 0.8125: se ~ 0.098, so 0.75 is eligible, 0.6 is not.
+        let cands = [
+            c("linear", 0.8125, 0.53),
+            c("hybrid", 0.75, 0.59),
+            c("hybrid", 0.75, 0.56),
+            c("hybrid", 0.6, 0.5),
+        ];
+        assert_eq!(pick(&cands, 16), Some(2));
+        // With many scored examples the margin is small: linear wins on accuracy.
+        assert_eq!(pick(&cands, 10_000), Some(0));
+        let linear_only = [c("linear", 0.9, 0.3), c("linear", 0.9, 0.2)];
+        assert_eq!(pick(&linear_only, 100), Some(1));
+        assert_eq!(pick(&[], 10), None);
+    }
+
+    #[test]
+    fn the_grid_follows_the_choice() {
+        assert!(grid(HeadChoice::Linear, 10)
+            .iter()
+            .all(|c| c.kind() == "linear"));
+        assert!(grid(HeadChoice::Hybrid, 10)
+            .iter()
+            .all(|c| c.kind() == "hybrid"));
+        let auto = grid(HeadChoice::Auto, 10);
+        assert!(
+            auto.iter().any(|c| c.kind() == "linear") && auto.iter().any(|c| c.kind() == "hybrid")
+        );
+        assert!(grid(HeadChoice::Auto, 5000).len() < auto.len());
+    }
+}
