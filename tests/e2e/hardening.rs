@@ -26,6 +26,19 @@ async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Reads a TrainHead stream to its end, which must be an error status.
+async fn final_error(
+    mut stream: tonic::Streaming<polyhead_api::v1::TrainProgress>,
+) -> tonic::Status {
+    loop {
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without a result"),
+            Err(s) => return s,
+        }
+    }
+}
+
 fn texts(prefix: &str, n: usize) -> Vec<String> {
     (0..n)
         .map(|i| format!("{prefix} message number {i} about the quarterly report"))
@@ -153,18 +166,12 @@ async fn train_head_is_bounded_and_cancellable() {
         ("first".to_string(), "1".to_string()),
         ("second".into(), "2".into()),
     ];
-    let mut stream = admin
+    let stream = admin
         .train_head(request(examples(two), TrainOptions::default()))
         .await
         .unwrap()
         .into_inner();
-    let end = loop {
-        match stream.message().await {
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("the stream ended without a result"),
-            Err(s) => break s,
-        }
-    };
+    let end = final_error(stream).await;
     assert_eq!(end.code(), Code::InvalidArgument, "{end:?}");
     assert!(end.message().contains("at least 2 examples"), "{end:?}");
 
@@ -193,18 +200,12 @@ async fn train_head_is_bounded_and_cancellable() {
     })
     .await;
     // The lock is free again, and a job over train.max_seconds (3 s) stops itself.
-    let mut stream = admin
+    let stream = admin
         .train_head(request(examples(long), TrainOptions::default()))
         .await
         .unwrap()
         .into_inner();
-    let end = loop {
-        match stream.message().await {
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("the stream ended without a result"),
-            Err(s) => break s,
-        }
-    };
+    let end = final_error(stream).await;
     assert_eq!(end.code(), Code::DeadlineExceeded, "{end:?}");
     assert!(end.message().contains("train.max_seconds"), "{end:?}");
     assert_eq!(
@@ -540,7 +541,8 @@ async fn soak_under_swaps_and_training() {
     server.wait_serving().await;
     register(&server, &["a", "a", "b", "b"]).await;
     let rss_start = server.rss_kib();
-    let end = Instant::now() + Duration::from_secs(seconds);
+    let start = Instant::now();
+    let end = start + Duration::from_secs(seconds);
     let client = server.inference().await;
     let callers: Vec<_> = (0..8)
         .map(|w| {
@@ -565,7 +567,10 @@ async fn soak_under_swaps_and_training() {
                         Ok(_) => ok += 1,
                         Err(s) => failed.push(format!("{:?}: {}", s.code(), s.message())),
                     }
-                    latencies.push(t.elapsed().as_secs_f64());
+                    latencies.push((
+                        t.duration_since(start).as_secs_f64(),
+                        t.elapsed().as_secs_f64(),
+                    ));
                 }
                 (ok, failed, latencies)
             })
@@ -605,8 +610,25 @@ async fn soak_under_swaps_and_training() {
         failed.extend(f);
         latencies.extend(l);
     }
-    latencies.sort_by(f64::total_cmp);
-    let p99 = latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)];
+    // p99 over the whole run and per tenth of it (p99 over time).
+    let p99 = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get((v.len() * 99 / 100).min(v.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let window = seconds as f64 / 10.0;
+    let p99_over_time: Vec<f64> = (0..10)
+        .map(|w| {
+            let (from, to) = (w as f64 * window, (w + 1) as f64 * window);
+            p99(latencies
+                .iter()
+                .filter(|(at, _)| (from..to).contains(at))
+                .map(|l| l.1)
+                .collect())
+        })
+        .collect();
+    let p99 = p99(latencies.iter().map(|l| l.1).collect());
     eventually(10, "in-flight back to 0", || {
         server.metric("polyhead_in_flight_requests") == 0.0
     })
@@ -615,7 +637,8 @@ async fn soak_under_swaps_and_training() {
     println!(
         "{}",
         serde_json::json!({"soak_seconds": seconds, "ok": ok, "failed": failed.len(), "swap_rounds": flips,
-            "trained_version": trained, "p99_s": p99, "rss_kib_start": rss_start, "rss_kib_end": rss_end})
+            "trained_version": trained, "p99_s": p99, "p99_s_per_tenth": p99_over_time,
+            "rss_kib_start": rss_start, "rss_kib_end": rss_end})
     );
     assert!(
         failed.is_empty(),

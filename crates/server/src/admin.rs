@@ -76,7 +76,7 @@ fn check_train_request(
     } else {
         Some(dataset(&req.validation)?)
     };
-    let options = train_options(req.options.as_ref())?;
+    let options = train_options(req.options.as_ref(), engine.settings.train.head)?;
     engine
         .settings
         .train_limits()

@@ -30,13 +30,20 @@ pub fn selection_line(m: &polyhead_heads::Manifest) -> String {
     )
 }
 
-/// Training options from the request (zero / empty fields keep the defaults).
+/// Training options from the request (zero / empty fields keep the defaults; an
+/// empty head kind is `default_head`, the `train.head` setting).
 pub fn train_options(
     o: Option<&pb::TrainOptions>,
+    default_head: polyhead_trainer::HeadChoice,
 ) -> Result<polyhead_trainer::TrainOptions, polyhead_trainer::Error> {
-    let mut out = polyhead_trainer::TrainOptions::default();
+    let mut out = polyhead_trainer::TrainOptions {
+        head: default_head,
+        ..Default::default()
+    };
     let Some(o) = o else { return Ok(out) };
-    out.head = o.head_kind.parse()?;
+    if !o.head_kind.is_empty() {
+        out.head = o.head_kind.parse()?;
+    }
     if o.seed != 0 {
         out.seed = o.seed;
     }

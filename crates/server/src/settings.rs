@@ -56,6 +56,8 @@ pub struct StoreSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSettings {
+    /// Head kind of a TrainHead that names none: auto, linear, hybrid or mlp.
+    pub head: polyhead_trainer::HeadChoice,
     /// Feature cache folder.
     pub feature_cache_dir: PathBuf,
     /// Most examples (training + validation) in one TrainHead request.

@@ -197,7 +197,16 @@ struct Context<'a> {
     budget: &'a Budget,
 }
 
-impl Context<'_> {
+impl<'a> Context<'a> {
+    fn new(y: &'a [usize], classes: usize, o: &TrainOptions, budget: &'a Budget) -> Context<'a> {
+        Context {
+            y,
+            weights: class_weights(y, classes, o.class_weighting),
+            classes,
+            budget,
+        }
+    }
+
     fn fit(&self, x: &Design<'_>, idx: &[usize], c: f64) -> Result<Fit> {
         let p = Problem {
             x,
@@ -274,12 +283,7 @@ pub(crate) fn choose(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Chosen> {
     let classes = labels.len();
-    let cx = Context {
-        y: ex.y,
-        weights: class_weights(ex.y, classes, o.class_weighting),
-        classes,
-        budget,
-    };
+    let cx = Context::new(ex.y, classes, o, budget);
     let refs: Vec<&str> = ex.texts.iter().map(String::as_str).collect();
     let max_terms = o
         .baseline_max_features
@@ -394,12 +398,7 @@ pub(crate) fn baseline_on_split(
     budget: &Budget,
 ) -> Result<(Metrics, LexicalBaseline)> {
     let classes = labels.len();
-    let cx = Context {
-        y: ex.y,
-        weights: class_weights(ex.y, classes, o.class_weighting),
-        classes,
-        budget,
-    };
+    let cx = Context::new(ex.y, classes, o, budget);
     let refs: Vec<&str> = fit_rows.iter().map(|&i| ex.texts[i].as_str()).collect();
     let lexicon = Lexicon::fit(&refs, o.baseline_max_features);
     let sparse: Vec<SparseRow> = ex.texts.iter().map(|t| lexicon.transform(t)).collect();
