@@ -3,18 +3,11 @@ use polyhead_api::v1::{
     train_progress::Event, ActivateVersionRequest, ClassifyRequest, DeleteTaskRequest,
     EmbedRequest, Example, InfoRequest, ListVersionsRequest, RollbackRequest, TrainHeadRequest,
 };
-use polyhead_e2e::{artifact, spam_examples, upload, Server, TOKEN};
+use polyhead_e2e::{artifact, code, spam_examples, upload, Server, TOKEN};
 use tonic::Code;
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
-
-fn code<T>(r: Result<T, tonic::Status>) -> Code {
-    match r {
-        Ok(_) => Code::Ok,
-        Err(s) => s.code(),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_error_has_its_status_code() {

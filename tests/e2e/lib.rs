@@ -12,12 +12,12 @@ use std::{
 
 use polyhead_api::v1::{
     inference_client::InferenceClient, registry_client::RegistryClient, train_progress::Event,
-    Example, RegisterHeadRequest, TrainHeadRequest, TrainOptions, TrainResult,
+    Example, InfoRequest, RegisterHeadRequest, TrainHeadRequest, TrainOptions, TrainResult,
 };
 use polyhead_heads::{BackboneRef, Dense, Head, HeadArtifact, HeadKind, Manifest, FORMAT_VERSION};
 use tonic::{
-    metadata::MetadataValue, service::interceptor::InterceptedService, transport::Channel, Request,
-    Status,
+    metadata::MetadataValue, service::interceptor::InterceptedService, transport::Channel, Code,
+    Request, Status,
 };
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
@@ -391,5 +391,42 @@ pub fn upload(a: &HeadArtifact, activate: bool) -> RegisterHeadRequest {
         manifest_json: a.manifest_json(),
         safetensors: a.safetensors().unwrap(),
         activate,
+    }
+}
+
+/// The status code of a call's result (OK for success).
+pub fn code<T>(r: Result<T, tonic::Status>) -> Code {
+    r.map_or_else(|s| s.code(), |_| Code::Ok)
+}
+
+/// Polls `cond` every 50 ms for up to `secs`; panics with `what` when it never holds.
+pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `n` distinct texts starting with `prefix`.
+pub fn texts(prefix: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("{prefix} message number {i} about the quarterly report"))
+        .collect()
+}
+
+/// Registers a linear head for each of `tasks` (fitting the server's backbone).
+pub async fn register(server: &Server, tasks: &[&str]) {
+    let info = server
+        .inference()
+        .await
+        .info(InfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut admin = server.admin().await;
+    for t in tasks {
+        let a = artifact(t, &info.fingerprint, info.dim as usize);
+        admin.register_head(upload(&a, true)).await.unwrap();
     }
 }

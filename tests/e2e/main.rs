@@ -3,6 +3,7 @@
 
 mod errors;
 mod hardening;
+mod load;
 mod serving;
 mod swap;
 mod tls;

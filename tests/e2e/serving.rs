@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use polyhead_api::v1::{
     ClassifyMultiRequest, ClassifyRequest, EmbedRequest, GetTaskRequest, InfoRequest,
-    ListTasksRequest,
+    ListTasksRequest, ListVersionsRequest,
 };
 use polyhead_e2e::{cli, spam_examples, Server};
 use polyhead_heads::FsHeadStore;
@@ -110,6 +110,35 @@ async fn health_info_and_cli_parity() {
         .into_inner();
     assert_eq!(info.active_version, version);
     assert!(info.head_metrics.is_some() && info.baseline_metrics.is_some());
+    // The default head is auto: the kind it chose and how are shown.
+    assert!(
+        ["linear", "hybrid"].contains(&info.head_kind.as_str()),
+        "{info:?}"
+    );
+    assert!(info.selection.starts_with("cv-5: "), "{}", info.selection);
+    assert!(
+        info.selection.contains(&info.head_kind),
+        "{}",
+        info.selection
+    );
+    let versions = server
+        .admin()
+        .await
+        .list_versions(ListVersionsRequest {
+            task: "spam".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let v = versions
+        .versions
+        .iter()
+        .find(|v| v.version == version)
+        .unwrap();
+    assert_eq!(
+        (v.head_kind.as_str(), v.selection.as_str()),
+        (info.head_kind.as_str(), info.selection.as_str())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -54,8 +54,11 @@ fn active_version(engine: &Engine, task: &str) -> Result<VersionResponse, Server
     })
 }
 
+/// Sends a progress event if the stream has room: progress is best effort, so a
+/// caller that stops reading (but stays connected) cannot stall the job past its
+/// time limit. The final result is sent with waiting.
 fn send(tx: &mpsc::Sender<Result<TrainProgress, Status>>, event: Event) {
-    let _ = tx.blocking_send(Ok(TrainProgress { event: Some(event) }));
+    let _ = tx.try_send(Ok(TrainProgress { event: Some(event) }));
 }
 
 /// Validates a TrainHead request against the data rules and `[train]` limits.
@@ -206,7 +209,6 @@ impl Registry for RegistryService {
         let (tx, rx) = mpsc::channel(256);
         let (activate, min_acc) = (req.activate, f64::from(req.min_validation_accuracy));
         tokio::spawn(async move {
-            let _one_at_a_time = one_at_a_time;
             // A caller that goes away cancels the job at its next check.
             let (watch_tx, stop) = (tx.clone(), treq.budget.clone());
             let watcher = tokio::spawn(async move {
@@ -215,6 +217,8 @@ impl Registry for RegistryService {
             });
             let job = run_training(&engine, treq, tx.clone(), activate, min_acc).await;
             watcher.abort();
+            // The next job may start now, even if this caller is slow to read the end.
+            drop(one_at_a_time);
             let outcome = match &job {
                 Ok(r) if r.activated || !activate => "ok",
                 Ok(_) => "rejected",

@@ -1,4 +1,4 @@
-//! Seeded, stratified train/validation split.
+//! Seeded, stratified splits: one train/validation split, or k folds.
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 
 /// Splits indices `0..labels.len()` so each class keeps about `fraction` of its
@@ -28,9 +28,45 @@ pub fn stratified_split(labels: &[usize], fraction: f64, seed: u64) -> (Vec<usiz
     (train, valid)
 }
 
+/// Stratified k folds: each class's examples, shuffled, are dealt round-robin.
+pub(crate) fn stratified_folds(y: &[usize], k: usize, seed: u64) -> Vec<(Vec<usize>, Vec<usize>)> {
+    let classes = y.iter().copied().max().map_or(0, |m| m + 1);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut fold_of = vec![0; y.len()];
+    let mut next = 0;
+    for class in 0..classes {
+        let mut members: Vec<usize> = (0..y.len()).filter(|&i| y[i] == class).collect();
+        members.shuffle(&mut rng);
+        for i in members {
+            fold_of[i] = next % k;
+            next += 1;
+        }
+    }
+    (0..k)
+        .map(|f| {
+            let (held, fit_rows): (Vec<usize>, Vec<usize>) =
+                (0..y.len()).partition(|&i| fold_of[i] == f);
+            (fit_rows, held)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folds_are_stratified_disjoint_and_cover_every_row() {
+        let y: Vec<usize> = (0..40).map(|i| usize::from(i % 4 == 0)).collect();
+        let folds = stratified_folds(&y, 5, 3);
+        let mut seen = vec![0; y.len()];
+        for (fit_rows, held) in &folds {
+            assert_eq!(fit_rows.len() + held.len(), y.len());
+            assert_eq!(held.iter().filter(|&&i| y[i] == 1).count(), 2);
+            held.iter().for_each(|&i| seen[i] += 1);
+        }
+        assert!(seen.iter().all(|&s| s == 1));
+    }
 
     #[test]
     fn stratified_and_seeded() {
