@@ -12,4 +12,4 @@ scripts/setup.sh
 # shellcheck disable=SC1091
 source .polyhead-env
 POLYHEAD_SOAK_SECONDS="${1:-600}" cargo test --release --locked -p polyhead-e2e --test e2e \
-  hardening::soak_under_swaps_and_training -- --exact --nocapture
+  load::soak_under_swaps_and_training -- --exact --nocapture
