@@ -261,9 +261,14 @@ pub fn train(settings: &Settings, a: &TrainArgs) -> Result<()> {
             }
         }
         eprintln!(
-            " {:.2}s total ({} epochs, {} cached / {} embedded texts)",
+            " {:.2}s total ({} {}, {} cached / {} embedded texts)",
             report.timings.total_s,
             report.epochs,
+            if report.head == "mlp" {
+                "epochs"
+            } else {
+                "L-BFGS iterations"
+            },
             report.feature_cache.hits,
             report.feature_cache.misses
         );
