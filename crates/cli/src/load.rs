@@ -43,7 +43,8 @@ pub struct LoadArgs {
     /// Texts per request, taken in turn from --input.
     #[arg(long, default_value_t = 1)]
     pub texts_per_request: usize,
-    /// Append a counter to every text so no request is an embedding-cache hit.
+    /// Append a run-unique counter to every text so no request is an embedding-cache
+    /// hit (not even of an earlier run against the same server).
     #[arg(long)]
     pub unique: bool,
     /// Per-request deadline in milliseconds (sent as grpc-timeout).
@@ -111,6 +112,9 @@ pub fn run(args: &LoadArgs, texts: Vec<String>, seconds: f64) -> Result<()> {
             .with_context(|| format!("connecting to {addr}"))?;
         let load = Arc::new(Load {
             args: args.clone(),
+            nonce: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
             texts,
             next: AtomicU64::new(0),
             client: InferenceClient::new(channel),
@@ -134,6 +138,8 @@ pub fn run(args: &LoadArgs, texts: Vec<String>, seconds: f64) -> Result<()> {
 
 struct Load {
     args: LoadArgs,
+    /// Makes `--unique` texts differ from every earlier run's.
+    nonce: u128,
     texts: Vec<String>,
     next: AtomicU64,
     client: InferenceClient<Channel>,
@@ -158,7 +164,7 @@ impl Load {
                 let k = n as usize * a.texts_per_request + i;
                 let t = &self.texts[k % self.texts.len()];
                 if a.unique {
-                    format!("{t} #{k}")
+                    format!("{t} #{}-{k}", self.nonce)
                 } else {
                     t.clone()
                 }
