@@ -196,7 +196,11 @@ async fn cancelled_and_late_requests_are_counted_and_released() {
                     texts: texts(&format!("late {i}"), 16),
                     top_k: 1,
                 });
-                r.set_timeout(Duration::from_millis(2));
+                // Long enough that the request surely reaches the server (a 2 ms
+                // deadline can expire in the client before the request is sent, and
+                // the server cannot count what it never saw), far shorter than 16
+                // uncached texts take.
+                r.set_timeout(Duration::from_millis(50));
                 code(c.classify(r).await)
             })
         })
@@ -217,6 +221,39 @@ async fn cancelled_and_late_requests_are_counted_and_released() {
         let total = m("Ok") + m("DeadlineExceeded") + m("Cancelled");
         total == 40.0 && server.metric("polyhead_in_flight_requests") == 0.0
     })
+    .await;
+    // Callers that go away mid-request: their calls are dropped by the server,
+    // counted as Cancelled, and leave the gauge at 0.
+    let cancelled = |s: &Server| {
+        s.metric("polyhead_requests_total{rpc=\"Classify\",task=\"a\",code=\"Cancelled\"}")
+    };
+    let before = cancelled(&server);
+    let calls: Vec<_> = (0..10)
+        .map(|i| {
+            let mut c = client.clone();
+            tokio::spawn(async move {
+                let r = ClassifyRequest {
+                    task: "a".into(),
+                    texts: texts(&format!("gone {i}"), 32),
+                    top_k: 1,
+                };
+                let _ = c.classify(r).await;
+            })
+        })
+        .collect();
+    eventually(10, "the abandoned calls are in flight", || {
+        server.metric("polyhead_in_flight_requests") >= 10.0
+    })
+    .await;
+    calls.iter().for_each(|c| c.abort());
+    eventually(
+        10,
+        "abandoned calls counted as Cancelled and the gauge back at 0",
+        || {
+            cancelled(&server) == before + 10.0
+                && server.metric("polyhead_in_flight_requests") == 0.0
+        },
+    )
     .await;
     let text = server.metrics();
     if text.contains("polyhead_batch_dropped_total{") {
