@@ -82,6 +82,16 @@ fn serve(encoder: &Encoder, mut urgent: mpsc::Receiver<Job>, mut background: mps
     }
 }
 
+/// Queues the job `make` builds around its reply channel and waits for the answer.
+async fn submit(
+    queue: &mpsc::Sender<Job>,
+    make: impl FnOnce(oneshot::Sender<Result<Embeddings>>) -> Job,
+) -> Result<Embeddings> {
+    let (reply, rx) = oneshot::channel();
+    queue.send(make(reply)).await.map_err(|_| Error::Stopped)?;
+    rx.await.map_err(|_| Error::Stopped)?
+}
+
 /// A cloneable handle to the model thread.
 #[derive(Clone)]
 pub struct EncoderHandle {
@@ -154,35 +164,20 @@ impl EncoderHandle {
 
     /// Embeds `texts` on the model thread.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Embeddings> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job::Embed { texts, reply })
-            .await
-            .map_err(|_| Error::Stopped)?;
-        rx.await.map_err(|_| Error::Stopped)?
+        submit(&self.tx, |reply| Job::Embed { texts, reply }).await
     }
 
     /// Embeds pre-tokenized inputs on the model thread (one forward pass per
     /// `batch_size` rows). A caller that drops the future before the job runs costs
     /// no forward pass.
     pub async fn embed_ids(&self, ids: Vec<Vec<u32>>) -> Result<Embeddings> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job::EmbedIds { ids, reply })
-            .await
-            .map_err(|_| Error::Stopped)?;
-        rx.await.map_err(|_| Error::Stopped)?
+        submit(&self.tx, |reply| Job::EmbedIds { ids, reply }).await
     }
 
     /// Embeds `texts` at background priority from async code: inference work on the
     /// same model thread goes first.
     pub async fn embed_background(&self, texts: Vec<String>) -> Result<Embeddings> {
-        let (reply, rx) = oneshot::channel();
-        self.background
-            .send(Job::Embed { texts, reply })
-            .await
-            .map_err(|_| Error::Stopped)?;
-        rx.await.map_err(|_| Error::Stopped)?
+        submit(&self.background, |reply| Job::Embed { texts, reply }).await
     }
 
     /// Embeds `texts` at background priority, for synchronous callers (CLI,

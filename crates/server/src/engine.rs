@@ -353,7 +353,8 @@ fn check_texts(limits: &ServerSettings, texts: &[String]) -> Result<(), ServerEr
     Ok(())
 }
 
-fn top_k_of(head: &HeadArtifact, top_k: u32) -> usize {
+/// Label scores per text a `top_k` yields for `head` (0 = every label).
+pub(crate) fn top_k_of(head: &HeadArtifact, top_k: u32) -> usize {
     let n = head.head.labels().len();
     if top_k == 0 {
         n

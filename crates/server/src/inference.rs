@@ -16,7 +16,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::{
     convert::{metrics_msg, selection_line},
-    engine::Classified,
+    engine::{top_k_of, Classified},
     metrics as m, Engine, ServerError,
 };
 
@@ -214,7 +214,7 @@ impl Inference for InferenceService {
                 ServerError::NotFound(format!("task {:?} has no active head", req.task))
             })?;
             engine.validate_texts(&req.texts)?;
-            engine.check_scores(req.texts.len() * head.head.labels().len().min(top(req.top_k)))?;
+            engine.check_scores(req.texts.len() * top_k_of(&head, req.top_k))?;
             let features = engine.features(&req.texts, deadline).await?;
             Engine::classify_with(&head, &features, &req.texts, req.top_k).map(classify_msg)
         })
@@ -342,15 +342,6 @@ impl Inference for InferenceService {
             })
         })
         .await
-    }
-}
-
-/// Scores per text a `top_k` asks for at most (0 = every label).
-fn top(top_k: u32) -> usize {
-    if top_k == 0 {
-        usize::MAX
-    } else {
-        top_k as usize
     }
 }
 
