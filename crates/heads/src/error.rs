@@ -69,6 +69,20 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The database store failed or cannot be reached.
+    #[error("head store database: {msg}")]
+    Database {
+        /// What failed.
+        msg: String,
+    },
+    /// Copying into a store that holds the same version with other bytes.
+    #[error("task {task:?} version {version} is already stored with different contents")]
+    Conflict {
+        /// The task.
+        task: String,
+        /// The version.
+        version: u64,
+    },
     /// A failure injected by a test (crash simulation).
     #[error("injected failure at {0:?}")]
     Injected(crate::FailPoint),

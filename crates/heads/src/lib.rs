@@ -3,7 +3,8 @@
 //! - [`Head`]: a head's layers and labels, with a plain-Rust forward pass.
 //! - [`Lexicon`]: a task's TF-IDF vocabulary (baselines and hybrid heads).
 //! - [`HeadArtifact`]: `manifest.json` + `head.safetensors`, validated on decode.
-//! - [`FsHeadStore`]: immutable versions and an atomic active pointer on disk.
+//! - [`HeadStore`]: immutable versions and an atomic active pointer, in a folder
+//!   ([`FsHeadStore`]) or in PostgreSQL ([`PgHeadStore`]), opened by [`open_store`].
 //! - [`HeadRegistry`]: the live, atomically swapped set that requests read.
 //!
 //! ```
@@ -24,6 +25,8 @@ mod lexicon;
 mod manifest;
 mod registry;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use artifact::HeadArtifact;
 pub use error::{Error, Result};
@@ -34,4 +37,7 @@ pub use manifest::{
     Manifest, Metrics, Selection, FORMAT_VERSION,
 };
 pub use registry::{HeadMap, HeadRegistry, SyncReport};
-pub use store::{FailPoint, FsHeadStore};
+pub use store::{
+    copy_store, is_postgres_url, open_store, ActiveHistory, CopyReport, FailPoint, FsHeadStore,
+    HeadStore, PgHeadStore, StoredVersion,
+};

@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use arc_swap::ArcSwap;
 
-use crate::{BackboneRef, FsHeadStore, HeadArtifact, Result};
+use crate::{BackboneRef, HeadArtifact, HeadStore, Result};
 
 /// Task name -> active head.
 pub type HeadMap = HashMap<String, Arc<HeadArtifact>>;
@@ -80,13 +80,13 @@ impl HeadRegistry {
     /// backbone, or a damaged pointer, is reported and that task's live head (if any)
     /// keeps serving; every other task syncs as usual. Only an unreadable store root
     /// fails the whole sync.
-    pub fn sync(&self, store: &FsHeadStore) -> Result<SyncReport> {
+    pub fn sync(&self, store: &dyn HeadStore) -> Result<SyncReport> {
         let mut report = SyncReport::default();
         let live = self.snapshot();
-        let tasks = store.tasks()?;
-        for task in &tasks {
-            let version = match store.active(task) {
-                Ok(Some(v)) => v,
+        let pointers = store.active_all()?;
+        for (task, active) in &pointers {
+            let version = match active {
+                Ok(Some(v)) => *v,
                 Ok(None) => continue,
                 Err(e) => {
                     report.errors.push((task.clone(), e.to_string()));
@@ -105,7 +105,10 @@ impl HeadRegistry {
         }
         for task in live.keys() {
             // Removed only when the store says so; an unreadable pointer keeps serving.
-            let gone = !tasks.contains(task) || matches!(store.active(task), Ok(None));
+            let gone = pointers
+                .iter()
+                .find(|(t, _)| t == task)
+                .is_none_or(|(_, active)| matches!(active, Ok(None)));
             if gone {
                 self.remove(task);
                 report.removed.push(task.clone());

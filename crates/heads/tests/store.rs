@@ -3,45 +3,10 @@
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 use std::fs;
 
-use polyhead_heads::{
-    BackboneRef, Dense, Error, FailPoint, FsHeadStore, Head, HeadArtifact, HeadKind, HeadRegistry,
-    Manifest, FORMAT_VERSION,
-};
+use polyhead_heads::{Error, FailPoint, FsHeadStore, HeadArtifact, HeadRegistry, HeadStore};
 
-fn backbone() -> BackboneRef {
-    BackboneRef {
-        name: "test".into(),
-        fingerprint: "fp-1".into(),
-        dim: 3,
-    }
-}
-
-/// A linear head whose weights carry `marker`, so versions are distinguishable.
-fn artifact(task: &str, marker: f32) -> HeadArtifact {
-    let layer = Dense {
-        weight: vec![marker, 0.0, 0.0, 0.0, 1.0, 0.0],
-        bias: vec![0.0, 0.0],
-        input: 3,
-        out: 2,
-    };
-    let labels = vec!["ham".to_string(), "spam".to_string()];
-    let head = Head::new(HeadKind::Linear, vec![layer], labels.clone()).unwrap();
-    let manifest = Manifest {
-        format: FORMAT_VERSION,
-        task: task.into(),
-        version: 0,
-        labels,
-        head: HeadKind::Linear,
-        input_dim: 3,
-        backbone: backbone(),
-        training: serde_json::Value::Null,
-        dataset_hash: String::new(),
-        created_at: "2026-01-01T00:00:00Z".into(),
-        metrics: None,
-        selection: None,
-    };
-    HeadArtifact { manifest, head }
-}
+mod common;
+use common::{artifact, backbone};
 
 fn store() -> (tempfile::TempDir, FsHeadStore) {
     let dir = tempfile::tempdir().unwrap();

@@ -18,16 +18,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde::{Deserialize, Serialize};
-
+use super::{check_loadable, ActiveHistory, HeadStore, StoredVersion};
 use crate::{error::io, validate_task_name, BackboneRef, Error, HeadArtifact, Result};
 
 const ACTIVE: &str = "ACTIVE";
 const LOCK: &str = ".lock";
 const MANIFEST: &str = "manifest.json";
 const WEIGHTS: &str = "head.safetensors";
-/// Activation history kept for rollback.
-const HISTORY: usize = 32;
 
 /// Where a test can make the store stop as if the process died there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,14 +35,6 @@ pub enum FailPoint {
     BeforeActivate,
     /// After the new pointer is written to its temp file, before the rename.
     BeforePointerRename,
-}
-
-/// `ACTIVE`: the active version and the ones active before it, newest last.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-struct ActivePointer {
-    version: u64,
-    #[serde(default)]
-    previous: Vec<u64>,
 }
 
 /// A filesystem head store. Safe to share between processes: versions are
@@ -98,8 +87,124 @@ impl FsHeadStore {
         Ok(self.root.join(task))
     }
 
-    /// Tasks with at least one stored version, sorted.
-    pub fn tasks(&self) -> Result<Vec<String>> {
+    fn pointer(&self, task: &str) -> Result<Option<ActiveHistory>> {
+        let path = self.task_dir(task)?.join(ACTIVE);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| Error::DamagedPointer {
+                        path: path.clone(),
+                        msg: e.to_string(),
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(path)(e)),
+        }
+    }
+
+    /// Loads `version` and checks it can serve (see [`check_loadable`]).
+    fn loadable(&self, task: &str, version: u64) -> Result<()> {
+        check_loadable(
+            self.read(task, version),
+            self.backbone.as_ref(),
+            task,
+            version,
+        )
+    }
+
+    /// Holds the task's lock (shared by every process on the store) while `f` runs.
+    fn locked<T>(&self, task: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let path = self.task_dir(task)?.join(LOCK);
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        file.lock().map_err(io(&path))?;
+        let out = f();
+        let _ = file.unlock();
+        out
+    }
+
+    fn activate_locked(&self, task: &str, version: u64) -> Result<()> {
+        // A damaged pointer is replaced (its history is lost): activating a version
+        // is how an operator repairs it.
+        let pointer = match self.pointer(task) {
+            Ok(p) => p.unwrap_or_default(),
+            Err(e @ Error::DamagedPointer { .. }) => {
+                tracing::warn!(task, error = %e, "replacing a damaged active pointer");
+                ActiveHistory::default()
+            }
+            Err(e) => return Err(e),
+        };
+        if pointer.version == version {
+            return Ok(());
+        }
+        self.write_pointer(task, &pointer.activated(version))
+    }
+
+    /// Writes a version's files into a temp folder and renames it to `<task>/<version>`;
+    /// `Ok(false)` when that number is taken.
+    fn place(&self, task: &str, version: u64, stored: &StoredVersion) -> Result<bool> {
+        let dir = self.task_dir(task)?;
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempdir_in(&dir)
+            .map_err(io(&dir))?
+            .keep();
+        write_synced(&tmp.join(MANIFEST), &stored.manifest)?;
+        write_synced(&tmp.join(WEIGHTS), &stored.weights)?;
+        sync_dir(&tmp)?;
+        // A crash here leaves the temp folder behind, as a real one would.
+        self.check(FailPoint::BeforeVersionRename)?;
+        let target = dir.join(version.to_string());
+        // rename(2) onto an existing non-empty folder fails: another writer took
+        // this number.
+        match fs::rename(&tmp, &target) {
+            Ok(()) => {
+                sync_dir(&dir)?;
+                Ok(true)
+            }
+            Err(_) if target.exists() => {
+                let _ = fs::remove_dir_all(&tmp);
+                Ok(false)
+            }
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                Err(io(target)(e))
+            }
+        }
+    }
+
+    fn write_pointer(&self, task: &str, pointer: &ActiveHistory) -> Result<()> {
+        let dir = self.task_dir(task)?;
+        let bytes =
+            serde_json::to_vec(pointer).map_err(|e| Error::InvalidArtifact(e.to_string()))?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".ACTIVE.tmp-")
+            .tempfile_in(&dir)
+            .map_err(io(&dir))?;
+        tmp.write_all(&bytes).map_err(io(tmp.path()))?;
+        tmp.as_file().sync_all().map_err(io(tmp.path()))?;
+        if let Err(e) = self.check(FailPoint::BeforePointerRename) {
+            let _ = tmp.keep(); // a crash here leaves the temp file, as a real one would
+            return Err(e);
+        }
+        tmp.persist(dir.join(ACTIVE))
+            .map_err(|e| io(dir.join(ACTIVE))(e.error))?;
+        sync_dir(&dir)
+    }
+}
+
+impl HeadStore for FsHeadStore {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn tasks(&self) -> Result<Vec<String>> {
         let mut tasks = Vec::new();
         for entry in fs::read_dir(&self.root).map_err(io(&self.root))? {
             let entry = entry.map_err(io(&self.root))?;
@@ -116,8 +221,7 @@ impl FsHeadStore {
         Ok(tasks)
     }
 
-    /// Stored versions of `task`, ascending (empty if the task is unknown).
-    pub fn versions(&self, task: &str) -> Result<Vec<u64>> {
+    fn versions(&self, task: &str) -> Result<Vec<u64>> {
         let dir = self.task_dir(task)?;
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
@@ -139,29 +243,11 @@ impl FsHeadStore {
         Ok(versions)
     }
 
-    fn pointer(&self, task: &str) -> Result<Option<ActivePointer>> {
-        let path = self.task_dir(task)?.join(ACTIVE);
-        match fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| Error::DamagedPointer {
-                        path: path.clone(),
-                        msg: e.to_string(),
-                    })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(path)(e)),
-        }
+    fn history(&self, task: &str) -> Result<Option<ActiveHistory>> {
+        self.pointer(task)
     }
 
-    /// The active version of `task`, if one is active.
-    pub fn active(&self, task: &str) -> Result<Option<u64>> {
-        Ok(self.pointer(task)?.map(|p| p.version))
-    }
-
-    /// Reads and validates one stored version.
-    pub fn load(&self, task: &str, version: u64) -> Result<HeadArtifact> {
+    fn read(&self, task: &str, version: u64) -> Result<StoredVersion> {
         let dir = self.task_dir(task)?.join(version.to_string());
         if !dir.is_dir() {
             return Err(Error::VersionNotFound {
@@ -171,61 +257,23 @@ impl FsHeadStore {
         }
         let manifest = fs::read(dir.join(MANIFEST)).map_err(io(dir.join(MANIFEST)))?;
         let weights = fs::read(dir.join(WEIGHTS)).map_err(io(dir.join(WEIGHTS)))?;
-        let artifact = HeadArtifact::decode(&manifest, &weights)?;
-        if artifact.manifest.task != task || artifact.manifest.version != version {
-            return Err(Error::InvalidArtifact(format!(
-                "{} says task {:?} version {}",
-                dir.display(),
-                artifact.manifest.task,
-                artifact.manifest.version
-            )));
-        }
-        Ok(artifact)
+        Ok(StoredVersion { manifest, weights })
     }
 
-    /// Stores `artifact` as the task's next version and returns that version. The
-    /// manifest's `version` is set here. Does not activate.
-    pub fn put(&self, artifact: &HeadArtifact) -> Result<u64> {
+    fn put(&self, artifact: &HeadArtifact) -> Result<u64> {
         let task = artifact.manifest.task.clone();
-        let dir = self.task_dir(&task)?;
-        fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let weights = artifact.safetensors()?;
         let mut version = self.versions(&task)?.last().copied().unwrap_or(0) + 1;
+        let mut a = artifact.clone();
         loop {
-            let mut a = artifact.clone();
             a.manifest.version = version;
-            let tmp = tempfile::Builder::new()
-                .prefix(".tmp-")
-                .tempdir_in(&dir)
-                .map_err(io(&dir))?
-                .keep();
-            write_synced(&tmp.join(MANIFEST), &a.manifest_json())?;
-            write_synced(&tmp.join(WEIGHTS), &weights)?;
-            sync_dir(&tmp)?;
-            // A crash here leaves the temp folder behind, as a real one would.
-            self.check(FailPoint::BeforeVersionRename)?;
-            let target = dir.join(version.to_string());
-            // rename(2) onto an existing non-empty folder fails: another writer took
-            // this number, so take the next.
-            match fs::rename(&tmp, &target) {
-                Ok(()) => {
-                    sync_dir(&dir)?;
-                    return Ok(version);
-                }
-                Err(_) if target.exists() => {
-                    let _ = fs::remove_dir_all(&tmp);
-                    version += 1;
-                }
-                Err(e) => {
-                    let _ = fs::remove_dir_all(&tmp);
-                    return Err(io(target)(e));
-                }
+            if self.place(&task, version, &StoredVersion::of(&a)?)? {
+                return Ok(version);
             }
+            version += 1; // another writer took this number: take the next
         }
     }
 
-    /// Stores `artifact` and, if `activate`, makes it active. Returns the version.
-    pub fn put_and_activate(&self, artifact: &HeadArtifact, activate: bool) -> Result<u64> {
+    fn put_and_activate(&self, artifact: &HeadArtifact, activate: bool) -> Result<u64> {
         let version = self.put(artifact)?;
         if activate {
             self.check(FailPoint::BeforeActivate)?;
@@ -234,72 +282,12 @@ impl FsHeadStore {
         Ok(version)
     }
 
-    /// Loads `version` and checks it can serve: a damaged or foreign version is
-    /// refused with [`Error::NotLoadable`] before any pointer moves.
-    fn loadable(&self, task: &str, version: u64) -> Result<()> {
-        let checked = self.load(task, version).and_then(|a| match &self.backbone {
-            Some(b) => a.check_backbone(b),
-            None => Ok(()),
-        });
-        match checked {
-            Ok(()) => Ok(()),
-            Err(e @ (Error::VersionNotFound { .. } | Error::InvalidTaskName(_))) => Err(e),
-            Err(e) => Err(Error::NotLoadable {
-                task: task.to_owned(),
-                version,
-                reason: e.to_string(),
-            }),
-        }
-    }
-
-    /// Holds the task's lock (shared by every process on the store) while `f` runs.
-    fn locked<T>(&self, task: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        let path = self.task_dir(task)?.join(LOCK);
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        file.lock().map_err(io(&path))?;
-        let out = f();
-        let _ = file.unlock();
-        out
-    }
-
-    /// Makes `version` active (it must be stored, loadable, and fit the backbone).
-    pub fn activate(&self, task: &str, version: u64) -> Result<()> {
+    fn activate(&self, task: &str, version: u64) -> Result<()> {
         self.loadable(task, version)?;
         self.locked(task, || self.activate_locked(task, version))
     }
 
-    fn activate_locked(&self, task: &str, version: u64) -> Result<()> {
-        // A damaged pointer is replaced (its history is lost): activating a version
-        // is how an operator repairs it.
-        let mut pointer = match self.pointer(task) {
-            Ok(p) => p.unwrap_or_default(),
-            Err(e @ Error::DamagedPointer { .. }) => {
-                tracing::warn!(task, error = %e, "replacing a damaged active pointer");
-                ActivePointer::default()
-            }
-            Err(e) => return Err(e),
-        };
-        if pointer.version == version {
-            return Ok(());
-        }
-        if pointer.version != 0 {
-            pointer.previous.push(pointer.version);
-        }
-        let keep = pointer.previous.len().saturating_sub(HISTORY);
-        pointer.previous.drain(..keep);
-        pointer.version = version;
-        self.write_pointer(task, &pointer)
-    }
-
-    /// Re-activates the version active before the current one. Returns it.
-    /// The target is loaded and checked first: a damaged one is refused and the
-    /// pointer stays where it is.
-    pub fn rollback(&self, task: &str) -> Result<u64> {
+    fn rollback(&self, task: &str) -> Result<u64> {
         if self.versions(task)?.is_empty() {
             return Err(Error::TaskNotFound(task.to_owned()));
         }
@@ -321,8 +309,7 @@ impl FsHeadStore {
         })
     }
 
-    /// Deletes a task and all its versions. Returns how many versions there were.
-    pub fn delete_task(&self, task: &str) -> Result<usize> {
+    fn delete_task(&self, task: &str) -> Result<usize> {
         let dir = self.task_dir(task)?;
         let n = self.versions(task)?.len();
         if n == 0 {
@@ -342,23 +329,31 @@ impl FsHeadStore {
         Ok(n)
     }
 
-    fn write_pointer(&self, task: &str, pointer: &ActivePointer) -> Result<()> {
-        let dir = self.task_dir(task)?;
-        let bytes =
-            serde_json::to_vec(pointer).map_err(|e| Error::InvalidArtifact(e.to_string()))?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".ACTIVE.tmp-")
-            .tempfile_in(&dir)
-            .map_err(io(&dir))?;
-        tmp.write_all(&bytes).map_err(io(tmp.path()))?;
-        tmp.as_file().sync_all().map_err(io(tmp.path()))?;
-        if let Err(e) = self.check(FailPoint::BeforePointerRename) {
-            let _ = tmp.keep(); // a crash here leaves the temp file, as a real one would
-            return Err(e);
+    fn import(&self, task: &str, version: u64, stored: &StoredVersion) -> Result<bool> {
+        if version == 0 {
+            return Err(Error::InvalidArtifact("version 0 cannot be stored".into()));
         }
-        tmp.persist(dir.join(ACTIVE))
-            .map_err(|e| io(dir.join(ACTIVE))(e.error))?;
-        sync_dir(&dir)
+        if self.place(task, version, stored)? {
+            return Ok(true);
+        }
+        if self.read(task, version)? == *stored {
+            Ok(false)
+        } else {
+            Err(Error::Conflict {
+                task: task.to_owned(),
+                version,
+            })
+        }
+    }
+
+    fn import_history(&self, task: &str, history: &ActiveHistory) -> Result<()> {
+        if history.version != 0 && !self.versions(task)?.contains(&history.version) {
+            return Err(Error::VersionNotFound {
+                task: task.to_owned(),
+                version: history.version,
+            });
+        }
+        self.locked(task, || self.write_pointer(task, history))
     }
 }
 
