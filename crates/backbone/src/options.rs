@@ -157,7 +157,8 @@ impl EncoderOptions {
         self.dtype = dtype;
         self
     }
-    /// libtorch intra-op threads of the model thread; 0 = libtorch's default (all cores).
+    /// libtorch intra-op threads of the model thread; 0 = the CPUs this process may
+    /// use (affinity and cgroup quota, as `std::thread::available_parallelism`).
     pub fn threads(&mut self, threads: usize) -> &mut Self {
         self.threads = threads;
         self

@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     convert::{dataset, metrics_msg, selection_line, train_options},
     inference::{observe, ready, CallLimits, ReadyEngine},
+    logs::{CallInfo, Logged},
     metrics as m, Engine, ServerError,
 };
 
@@ -155,8 +156,9 @@ impl Registry for RegistryService {
         request: Request<RegisterHeadRequest>,
     ) -> Result<Response<RegisterHeadResponse>, Status> {
         let deadline = self.limits.deadline(&request);
+        let info = CallInfo::of("RegisterHead", &request);
         let req = request.into_inner();
-        observe("RegisterHead", "", self.limits, deadline, async {
+        observe(info, self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             let artifact = HeadArtifact::decode(&req.manifest_json, &req.safetensors)?;
             artifact.check_backbone(engine.registry.backbone())?;
@@ -182,7 +184,10 @@ impl Registry for RegistryService {
         request: Request<TrainHeadRequest>,
     ) -> Result<Response<Self::TrainHeadStream>, Status> {
         let client_deadline = self.limits.client_deadline(&request);
+        let info = CallInfo::of("TrainHead", &request);
+        let started = std::time::Instant::now();
         let req = request.into_inner();
+        let info = info.task(&req.task, "");
         let engine = ready(&self.engine)?;
         let checked = check_train_request(&engine, &req);
         let treq = match checked {
@@ -229,11 +234,15 @@ impl Registry for RegistryService {
                 Err(_) => "failed",
             };
             counter!(m::TRAIN_JOBS, "outcome" => outcome).increment(1);
-            let msg = job
-                .map(|r| TrainProgress {
-                    event: Some(Event::Done(r)),
-                })
-                .map_err(Status::from);
+            let job = job.map_err(Status::from);
+            let (code, version) = match &job {
+                Ok(r) => (tonic::Code::Ok, r.version.to_string()),
+                Err(s) => (s.code(), String::new()),
+            };
+            info.finish(code, &version, started.elapsed().as_secs_f64() * 1e3);
+            let msg = job.map(|r| TrainProgress {
+                event: Some(Event::Done(r)),
+            });
             let _ = tx.send(msg).await;
         });
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -244,8 +253,10 @@ impl Registry for RegistryService {
         request: Request<ActivateVersionRequest>,
     ) -> Result<Response<VersionResponse>, Status> {
         let deadline = self.limits.deadline(&request);
+        let info = CallInfo::of("ActivateVersion", &request);
         let req = request.into_inner();
-        observe("ActivateVersion", "", self.limits, deadline, async {
+        let info = info.task(&req.task, "");
+        observe(info, self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             blocking(&engine, move |e| {
                 e.change_store(|s| Ok(s.activate(&req.task, req.version)?))?;
@@ -261,8 +272,10 @@ impl Registry for RegistryService {
         request: Request<RollbackRequest>,
     ) -> Result<Response<VersionResponse>, Status> {
         let deadline = self.limits.deadline(&request);
+        let info = CallInfo::of("Rollback", &request);
         let req = request.into_inner();
-        observe("Rollback", "", self.limits, deadline, async {
+        let info = info.task(&req.task, "");
+        observe(info, self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             blocking(&engine, move |e| {
                 e.change_store(|s| Ok(s.rollback(&req.task)?))?;
@@ -278,8 +291,10 @@ impl Registry for RegistryService {
         request: Request<DeleteTaskRequest>,
     ) -> Result<Response<DeleteTaskResponse>, Status> {
         let deadline = self.limits.deadline(&request);
+        let info = CallInfo::of("DeleteTask", &request);
         let req = request.into_inner();
-        observe("DeleteTask", "", self.limits, deadline, async {
+        let info = info.task(&req.task, "");
+        observe(info, self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             let task = req.task.clone();
             let n = blocking(&engine, move |e| {
@@ -299,8 +314,10 @@ impl Registry for RegistryService {
         request: Request<ListVersionsRequest>,
     ) -> Result<Response<ListVersionsResponse>, Status> {
         let deadline = self.limits.deadline(&request);
+        let info = CallInfo::of("ListVersions", &request);
         let req = request.into_inner();
-        observe("ListVersions", "", self.limits, deadline, async {
+        let info = info.task(&req.task, "");
+        observe(info, self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             blocking(&engine, move |e| {
                 let versions = e.store.versions(&req.task)?;
@@ -343,3 +360,22 @@ impl Registry for RegistryService {
         .await
     }
 }
+
+impl Logged for RegisterHeadResponse {
+    fn head_version(&self) -> String {
+        self.version.to_string()
+    }
+
+    fn task(&self) -> Option<&str> {
+        Some(&self.task)
+    }
+}
+
+impl Logged for VersionResponse {
+    fn head_version(&self) -> String {
+        self.active_version.to_string()
+    }
+}
+
+impl Logged for DeleteTaskResponse {}
+impl Logged for ListVersionsResponse {}

@@ -9,7 +9,7 @@ use std::{
 
 use metrics::{counter, gauge};
 use polyhead_backbone::{BackboneInfo, EncoderHandle};
-use polyhead_heads::{BackboneRef, FsHeadStore, HeadArtifact, HeadRegistry, SyncReport};
+use polyhead_heads::{BackboneRef, HeadArtifact, HeadRegistry, HeadStore, SyncReport};
 use polyhead_trainer::FeatureCache;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -53,7 +53,7 @@ pub(crate) struct Engine {
     /// The live heads.
     pub registry: HeadRegistry,
     /// The head store.
-    pub store: Arc<FsHeadStore>,
+    pub store: Arc<dyn HeadStore>,
     /// The effective configuration.
     pub settings: Settings,
     /// Disk cache of training features.
@@ -71,11 +71,23 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    /// Builds the engine around a loaded encoder and syncs the live heads from the store.
-    pub fn new(encoder: EncoderHandle, settings: Settings) -> Result<Engine, ServerError> {
+    /// Opens the store named by `store.url` for heads of `info`'s backbone (blocking).
+    pub fn open_store(
+        settings: &Settings,
+        info: &BackboneInfo,
+    ) -> Result<Arc<dyn HeadStore>, ServerError> {
+        let store = polyhead_heads::open_store(&settings.store.url, Some(backbone_ref(info)))?;
+        Ok(Arc::from(store))
+    }
+
+    /// Builds the engine around a loaded encoder and an open store, and syncs the live
+    /// heads from the store.
+    pub fn new(
+        encoder: EncoderHandle,
+        settings: Settings,
+        store: Arc<dyn HeadStore>,
+    ) -> Result<Engine, ServerError> {
         let info = encoder.info().clone();
-        let store =
-            Arc::new(FsHeadStore::open(&settings.store.dir)?.with_backbone(backbone_ref(&info)));
         let limits = BatchLimits {
             max_tokens: settings.server.max_batch_tokens,
             max_wait: Duration::from_millis(settings.server.max_wait_ms),
@@ -271,7 +283,7 @@ impl Engine {
     /// Re-reads the store's active pointers and swaps changed heads in (blocking I/O).
     pub fn sync_store(&self) -> Result<SyncReport, ServerError> {
         let _guard = self.swap_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let report = self.registry.sync(&self.store)?;
+        let report = self.registry.sync(self.store.as_ref())?;
         self.record(&report);
         Ok(report)
     }
@@ -280,11 +292,11 @@ impl Engine {
     /// with respect to other swaps.
     pub fn change_store<T>(
         &self,
-        f: impl FnOnce(&FsHeadStore) -> Result<T, ServerError>,
+        f: impl FnOnce(&dyn HeadStore) -> Result<T, ServerError>,
     ) -> Result<T, ServerError> {
         let _guard = self.swap_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let out = f(&self.store)?;
-        let report = self.registry.sync(&self.store)?;
+        let out = f(self.store.as_ref())?;
+        let report = self.registry.sync(self.store.as_ref())?;
         self.record(&report);
         Ok(out)
     }

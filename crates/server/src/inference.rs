@@ -17,6 +17,7 @@ use tonic::{Code, Request, Response, Status};
 use crate::{
     convert::{metrics_msg, selection_line},
     engine::{top_k_of, Classified},
+    logs::{CallInfo, Logged},
     metrics as m, Engine, ServerError,
 };
 
@@ -102,22 +103,22 @@ pub(crate) fn ready(engine: &ReadyEngine) -> Result<Arc<Engine>, ServerError> {
 /// including when its future is dropped because the caller went away
 /// (CANCELLED) or its deadline passed (DEADLINE_EXCEEDED).
 struct Call {
-    rpc: &'static str,
-    task: String,
+    info: CallInfo,
     start: Instant,
     deadline: Instant,
     code: Option<Code>,
+    version: String,
 }
 
 impl Call {
-    fn start(rpc: &'static str, task: &str, deadline: Instant) -> Call {
+    fn start(info: CallInfo, deadline: Instant) -> Call {
         gauge!(m::IN_FLIGHT).increment(1.0);
         Call {
-            rpc,
-            task: task.to_owned(),
+            info,
             start: Instant::now(),
             deadline,
             code: None,
+            version: String::new(),
         }
     }
 }
@@ -130,20 +131,22 @@ impl Drop for Call {
         } else {
             Code::Cancelled
         });
-        m::request(self.rpc, &self.task, code, self.start.elapsed());
+        let elapsed = self.start.elapsed();
+        m::request(self.info.rpc, &self.info.label, code, elapsed);
+        self.info
+            .finish(code, &self.version, elapsed.as_secs_f64() * 1e3);
     }
 }
 
 /// Runs one unary RPC body under its deadline, refuses a response larger than
 /// `server.max_message_bytes` with RESOURCE_EXHAUSTED, and records the outcome.
-pub(crate) async fn observe<T: prost::Message>(
-    rpc: &'static str,
-    task: &str,
+pub(crate) async fn observe<T: prost::Message + Logged>(
+    info: CallInfo,
     limits: CallLimits,
     deadline: Instant,
     body: impl Future<Output = Result<T, ServerError>>,
 ) -> Result<Response<T>, Status> {
-    let mut call = Call::start(rpc, task, deadline);
+    let mut call = Call::start(info, deadline);
     let result = match tokio::time::timeout_at(deadline.into(), body).await {
         Ok(r) => r,
         Err(_) => Err(ServerError::DeadlineExceeded(
@@ -163,6 +166,12 @@ pub(crate) async fn observe<T: prost::Message>(
     });
     let result = result.map_err(Status::from);
     call.code = Some(result.as_ref().map_or_else(Status::code, |_| Code::Ok));
+    if let Ok(msg) = &result {
+        call.version = msg.head_version();
+        if let Some(task) = msg.task() {
+            call.info.set_logged_task(task);
+        }
+    }
     result.map(Response::new)
 }
 
@@ -203,9 +212,10 @@ impl Inference for InferenceService {
         request: Request<ClassifyRequest>,
     ) -> Result<Response<ClassifyResponse>, Status> {
         let deadline = self.limits.deadline(&request);
+        let info = CallInfo::of("Classify", &request);
         let req = request.into_inner();
-        let label = task_label(&self.engine, &req.task);
-        observe("Classify", &label, self.limits, deadline, async {
+        let info = info.task(&req.task, task_label(&self.engine, &req.task));
+        observe(info, self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             let _permit = engine.admit()?;
             // The head is snapshotted once: this request answers with this version
@@ -226,8 +236,10 @@ impl Inference for InferenceService {
         request: Request<ClassifyMultiRequest>,
     ) -> Result<Response<ClassifyMultiResponse>, Status> {
         let deadline = self.limits.deadline(&request);
+        let info = CallInfo::of("ClassifyMulti", &request);
         let req = request.into_inner();
-        observe("ClassifyMulti", "multi", self.limits, deadline, async {
+        let info = info.task(&req.tasks.join(","), "multi");
+        observe(info, self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             let _permit = engine.admit()?;
             engine.validate_texts(&req.texts)?;
@@ -251,8 +263,9 @@ impl Inference for InferenceService {
         request: Request<EmbedRequest>,
     ) -> Result<Response<EmbedResponse>, Status> {
         let deadline = self.limits.deadline(&request);
+        let info = CallInfo::of("Embed", &request);
         let req = request.into_inner();
-        observe("Embed", "", self.limits, deadline, async {
+        observe(info, self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             let _permit = engine.admit()?;
             engine.validate_texts(&req.texts)?;
@@ -273,22 +286,27 @@ impl Inference for InferenceService {
         request: Request<ListTasksRequest>,
     ) -> Result<Response<ListTasksResponse>, Status> {
         let deadline = self.limits.deadline(&request);
-        observe("ListTasks", "", self.limits, deadline, async {
-            let engine = ready(&self.engine)?;
-            let mut tasks: Vec<TaskSummary> = engine
-                .registry
-                .snapshot()
-                .values()
-                .map(|h| TaskSummary {
-                    task: h.manifest.task.clone(),
-                    active_version: h.manifest.version,
-                    labels: h.manifest.labels.clone(),
-                    head_kind: h.manifest.head.name().into(),
-                })
-                .collect();
-            tasks.sort_by(|a, b| a.task.cmp(&b.task));
-            Ok(ListTasksResponse { tasks })
-        })
+        observe(
+            CallInfo::of("ListTasks", &request),
+            self.limits,
+            deadline,
+            async {
+                let engine = ready(&self.engine)?;
+                let mut tasks: Vec<TaskSummary> = engine
+                    .registry
+                    .snapshot()
+                    .values()
+                    .map(|h| TaskSummary {
+                        task: h.manifest.task.clone(),
+                        active_version: h.manifest.version,
+                        labels: h.manifest.labels.clone(),
+                        head_kind: h.manifest.head.name().into(),
+                    })
+                    .collect();
+                tasks.sort_by(|a, b| a.task.cmp(&b.task));
+                Ok(ListTasksResponse { tasks })
+            },
+        )
         .await
     }
 
@@ -297,9 +315,10 @@ impl Inference for InferenceService {
         request: Request<GetTaskRequest>,
     ) -> Result<Response<TaskInfo>, Status> {
         let deadline = self.limits.deadline(&request);
+        let info = CallInfo::of("GetTask", &request);
         let req = request.into_inner();
-        let label = task_label(&self.engine, &req.task);
-        observe("GetTask", &label, self.limits, deadline, async {
+        let info = info.task(&req.task, task_label(&self.engine, &req.task));
+        observe(info, self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             let head = engine.registry.get(&req.task).ok_or_else(|| {
                 ServerError::NotFound(format!("task {:?} has no active head", req.task))
@@ -328,19 +347,24 @@ impl Inference for InferenceService {
 
     async fn info(&self, request: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
         let deadline = self.limits.deadline(&request);
-        observe("Info", "", self.limits, deadline, async {
-            let engine = ready(&self.engine)?;
-            let info = engine.info();
-            Ok(InfoResponse {
-                backbone: info.name.clone(),
-                dim: info.dim as u32,
-                fingerprint: info.fingerprint.clone(),
-                max_seq_length: info.max_seq_length as u32,
-                device: info.device.clone(),
-                dtype: info.dtype.clone(),
-                server_version: env!("CARGO_PKG_VERSION").into(),
-            })
-        })
+        observe(
+            CallInfo::of("Info", &request),
+            self.limits,
+            deadline,
+            async {
+                let engine = ready(&self.engine)?;
+                let info = engine.info();
+                Ok(InfoResponse {
+                    backbone: info.name.clone(),
+                    dim: info.dim as u32,
+                    fingerprint: info.fingerprint.clone(),
+                    max_seq_length: info.max_seq_length as u32,
+                    device: info.device.clone(),
+                    dtype: info.dtype.clone(),
+                    server_version: env!("CARGO_PKG_VERSION").into(),
+                })
+            },
+        )
         .await
     }
 }
@@ -385,3 +409,30 @@ mod tests {
         assert!(limits.deadline(&r) <= Instant::now() + Duration::from_secs(30));
     }
 }
+
+impl Logged for ClassifyResponse {
+    fn head_version(&self) -> String {
+        self.head_version.to_string()
+    }
+}
+
+impl Logged for ClassifyMultiResponse {
+    fn head_version(&self) -> String {
+        let versions: Vec<String> = self
+            .responses
+            .iter()
+            .map(|r| format!("{}={}", r.task, r.head_version))
+            .collect();
+        versions.join(",")
+    }
+}
+
+impl Logged for TaskInfo {
+    fn head_version(&self) -> String {
+        self.active_version.to_string()
+    }
+}
+
+impl Logged for EmbedResponse {}
+impl Logged for ListTasksResponse {}
+impl Logged for InfoResponse {}

@@ -12,6 +12,7 @@ mod cache;
 mod convert;
 mod engine;
 mod inference;
+mod logs;
 mod metrics;
 mod serve;
 mod settings;
@@ -20,7 +21,7 @@ mod status;
 use engine::Engine;
 pub use serve::{serve, ServeError};
 pub use settings::{
-    AdminSettings, BackboneSettings, ServerSettings, Settings, SettingsError, StoreSettings,
-    TrainSettings, DEFAULTS,
+    AdminSettings, BackboneSettings, LogFormat, LogSettings, ServerSettings, Settings,
+    SettingsError, StoreSettings, TrainSettings, DEFAULTS,
 };
 pub use status::ServerError;

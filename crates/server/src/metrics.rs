@@ -38,6 +38,10 @@ pub const IN_FLIGHT: &str = "polyhead_in_flight_requests";
 pub const SHED: &str = "polyhead_requests_shed_total";
 /// Store re-reads by the watcher (shows it is alive; errors are per task in the log).
 pub const STORE_SYNCS: &str = "polyhead_store_syncs_total";
+/// 1 while the last store read succeeded, 0 while the store is unreachable.
+pub const STORE_UP: &str = "polyhead_store_up";
+/// Seconds since the live heads last matched the store.
+pub const STORE_LAST_SYNC: &str = "polyhead_store_last_sync_timestamp_seconds";
 /// Batch items dropped before the forward pass, by reason.
 pub const BATCH_DROPPED: &str = "polyhead_batch_dropped_total";
 
@@ -58,7 +62,29 @@ pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::Buil
         .set_buckets_for_metric(Matcher::Full(BATCH_TOKENS.into()), TOKEN_BUCKETS)?
         .install()?;
     describe();
+    zero();
     Ok(())
+}
+
+/// Exports the counters alerts and dashboards query at 0 from the start: a series
+/// that appears only at its first event makes `rate()` and `increase()` miss it.
+fn zero() {
+    counter!(SHED).increment(0);
+    for outcome in [
+        "ok",
+        "rejected",
+        "failed",
+        "cancelled",
+        "timeout",
+        "invalid",
+        "busy",
+    ] {
+        counter!(TRAIN_JOBS, "outcome" => outcome).increment(0);
+    }
+    for reason in ["cancelled", "deadline"] {
+        counter!(BATCH_DROPPED, "reason" => reason).increment(0);
+    }
+    gauge!(IN_FLIGHT).set(0.0);
 }
 
 fn describe() {
@@ -99,6 +125,15 @@ fn describe() {
     describe_counter!(
         STORE_SYNCS,
         "store re-reads by the watcher, by outcome (ok, or error when the store root is unreadable)"
+    );
+    describe_gauge!(
+        STORE_UP,
+        "1 while the head store answers, 0 while it is unreachable (the last heads keep serving)"
+    );
+    describe_gauge!(
+        STORE_LAST_SYNC,
+        Unit::Seconds,
+        "unix time of the last successful store sync"
     );
     describe_counter!(
         BATCH_DROPPED,

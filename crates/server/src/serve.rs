@@ -10,6 +10,7 @@ use std::{
 
 use polyhead_api::v1::{inference_server::InferenceServer, registry_server::RegistryServer};
 use polyhead_backbone::EncoderHandle;
+use polyhead_heads::{is_postgres_url, HeadStore};
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codegen::{http, CompressionEncoding};
@@ -19,11 +20,13 @@ use tonic::{
 };
 use tonic_health::ServingStatus;
 use tower::util::MapResponseLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::{
     admin::RegistryService,
     auth::BearerAuth,
     inference::{CallLimits, InferenceService},
+    logs::RandomRequestId,
     metrics as m, Engine, Settings,
 };
 
@@ -49,6 +52,7 @@ const SERVICES: [&str; 3] = ["", "polyhead.v1.Inference", "polyhead.v1.Registry"
 /// Runs the server until SIGTERM/SIGINT.
 pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let (addr, metrics_addr) = (settings.server.addr, settings.server.metrics_addr);
+    crate::logs::set_access(settings.log.access);
     m::install(metrics_addr)
         .map_err(|e| ServeError::Setup(format!("metrics exporter on {metrics_addr}: {e}")))?;
 
@@ -101,7 +105,11 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let mut builder = Server::builder()
         .http2_keepalive_interval(secs(settings.server.keepalive_s))
         .http2_keepalive_timeout(secs(settings.server.keepalive_s))
-        .layer(MapResponseLayer::new(documented_status_codes as fn(_) -> _));
+        .layer(MapResponseLayer::new(documented_status_codes as fn(_) -> _))
+        // x-request-id: the caller's, or a new one; echoed on every response
+        // (errors included) and written to the access log.
+        .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
+        .layer(PropagateRequestIdLayer::x_request_id());
     if let Some(age) = secs(settings.server.max_connection_age_s) {
         builder = builder.max_connection_age(age);
     }
@@ -191,7 +199,6 @@ async fn start_engine(
     health: tonic_health::server::HealthReporter,
     failed: oneshot::Sender<ServeError>,
 ) {
-    let poll = Duration::from_millis(settings.store.poll_ms.max(50));
     let loaded = tokio::task::spawn_blocking(move || {
         let encoder =
             EncoderHandle::spawn(&settings.backbone.model_dir, &settings.encoder_options())?;
@@ -204,9 +211,17 @@ async fn start_engine(
         Err(e) => return drop(failed.send(ServeError::Engine(e.to_string()))),
     };
     let info = encoder.info().clone();
-    let engine = match Engine::new(encoder, settings) {
-        Ok(e) => Arc::new(e),
-        Err(e) => return drop(failed.send(ServeError::Engine(e.to_string()))),
+    let store = match open_store(&settings, &info).await {
+        Ok(s) => s,
+        Err(e) => return drop(failed.send(e)),
+    };
+    let engine = {
+        let settings = settings.clone();
+        match tokio::task::spawn_blocking(move || Engine::new(encoder, settings, store)).await {
+            Ok(Ok(e)) => Arc::new(e),
+            Ok(Err(e)) => return drop(failed.send(ServeError::Engine(e.to_string()))),
+            Err(e) => return drop(failed.send(ServeError::Engine(e.to_string()))),
+        }
     };
     let _ = slot.set(engine.clone());
     for s in SERVICES {
@@ -214,26 +229,106 @@ async fn start_engine(
     }
     tracing::info!(
         backbone = %info.name, fingerprint = %info.fingerprint, dtype = %info.dtype, device = %info.device,
-        tasks = engine.registry.snapshot().len(), "SERVING"
+        store = %engine.store.location(), tasks = engine.registry.snapshot().len(), "SERVING"
     );
-    // Heads written to the store by other processes go live within one poll.
+    watch_store(
+        engine,
+        health,
+        Duration::from_millis(settings.store.poll_ms.max(50)),
+    )
+    .await;
+}
+
+/// Opens the store; a database that cannot be reached yet is retried (health stays
+/// NOT_SERVING meanwhile), since replicas and their database often start together.
+async fn open_store(
+    settings: &Settings,
+    info: &polyhead_backbone::BackboneInfo,
+) -> Result<Arc<dyn HeadStore>, ServeError> {
+    let retry = is_postgres_url(&settings.store.url);
+    let mut logged = false;
+    loop {
+        let (s, i) = (settings.clone(), info.clone());
+        let opened = tokio::task::spawn_blocking(move || Engine::open_store(&s, &i))
+            .await
+            .map_err(|e| ServeError::Engine(e.to_string()))?;
+        match opened {
+            Ok(store) => return Ok(store),
+            Err(e) if retry => {
+                if !logged {
+                    tracing::warn!(error = %e, "head store unreachable; retrying every 2 s");
+                    logged = true;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(ServeError::Engine(format!("opening the head store: {e}"))),
+        }
+    }
+}
+
+/// Keeps the live heads in line with the store: at every change the store reports
+/// (PostgreSQL NOTIFY, and each reconnection) and at every poll. While the store is
+/// unreachable the last heads keep serving, `polyhead_store_up` is 0 and the
+/// Registry service reports NOT_SERVING (admin changes would fail).
+async fn watch_store(
+    engine: Arc<Engine>,
+    health: tonic_health::server::HealthReporter,
+    poll: Duration,
+) {
+    let mut changes = engine.store.changes();
     let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut up = true;
+    metrics::gauge!(m::STORE_UP).set(1.0);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            Some(()) = changed(&mut changes) => {}
+        }
         let e = engine.clone();
-        let outcome = match tokio::task::spawn_blocking(move || e.sync_store()).await {
-            Ok(Ok(_)) => "ok",
-            Ok(Err(err)) => {
-                tracing::warn!(error = %err, "store sync failed");
-                "error"
+        let result = tokio::task::spawn_blocking(move || e.sync_store())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        let outcome = match result {
+            Ok(_) => {
+                if !up {
+                    tracing::info!(store = %engine.store.location(), "head store reachable again; heads in sync");
+                    health
+                        .set_service_status("polyhead.v1.Registry", ServingStatus::Serving)
+                        .await;
+                    up = true;
+                }
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                metrics::gauge!(m::STORE_LAST_SYNC).set(now);
+                "ok"
             }
             Err(err) => {
-                tracing::warn!(error = %err, "store sync panicked");
+                if up {
+                    tracing::warn!(error = %err, "head store unreachable; the last heads keep serving");
+                    health
+                        .set_service_status("polyhead.v1.Registry", ServingStatus::NotServing)
+                        .await;
+                    up = false;
+                }
                 "error"
             }
         };
+        metrics::gauge!(m::STORE_UP).set(if up { 1.0 } else { 0.0 });
         metrics::counter!(m::STORE_SYNCS, "outcome" => outcome).increment(1);
+    }
+}
+
+/// The next change tick; never, for stores that do not report changes.
+async fn changed(changes: &mut Option<tokio::sync::watch::Receiver<u64>>) -> Option<()> {
+    match changes {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(()),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 

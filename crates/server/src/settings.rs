@@ -46,9 +46,11 @@ pub struct BackboneSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
-    /// Filesystem store folder.
-    pub dir: PathBuf,
-    /// Poll interval of the store watcher.
+    /// Where heads are stored: a folder path (or `file://PATH`), or a PostgreSQL URL
+    /// (`postgres://user:password@host:5432/db`) shared by many replicas.
+    pub url: String,
+    /// How often the store watcher re-reads the active pointers (a PostgreSQL store
+    /// also pushes changes at once; then this is only the fallback).
     pub poll_ms: u64,
 }
 
@@ -121,6 +123,26 @@ pub struct AdminSettings {
     pub token: String,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for log collectors).
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// text or json.
+    pub format: LogFormat,
+    /// One access-log line per request (target `polyhead::access`).
+    pub access: bool,
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -135,6 +157,8 @@ pub struct Settings {
     pub server: ServerSettings,
     /// `[admin]`
     pub admin: AdminSettings,
+    /// `[log]`
+    pub log: LogSettings,
 }
 
 impl Settings {
@@ -201,10 +225,17 @@ impl Settings {
         Ok(())
     }
 
-    /// The feature cache folder: `train.feature_cache_dir`, or `<store.dir>/.feature-cache`.
+    /// The feature cache folder: `train.feature_cache_dir`, or
+    /// `<store folder>/.feature-cache`, or (database store) `polyhead-feature-cache`
+    /// in the system's temp folder.
     pub fn feature_cache_dir(&self) -> PathBuf {
         if self.train.feature_cache_dir.as_os_str().is_empty() {
-            self.store.dir.join(".feature-cache")
+            let url = &self.store.url;
+            if polyhead_heads::is_postgres_url(url) {
+                std::env::temp_dir().join("polyhead-feature-cache")
+            } else {
+                PathBuf::from(url.strip_prefix("file://").unwrap_or(url)).join(".feature-cache")
+            }
         } else {
             self.train.feature_cache_dir.clone()
         }

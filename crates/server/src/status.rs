@@ -84,7 +84,11 @@ fn heads_code(e: &polyhead_heads::Error) -> Code {
         | H::FingerprintMismatch { .. }
         | H::DimMismatch { .. } => Code::InvalidArgument,
         H::TaskNotFound(_) | H::VersionNotFound { .. } => Code::NotFound,
-        H::NothingToRollBack(_) | H::NotLoadable { .. } => Code::FailedPrecondition,
+        H::NothingToRollBack(_) | H::NotLoadable { .. } | H::Conflict { .. } => {
+            Code::FailedPrecondition
+        }
+        // The database store is down or timed out: retry later.
+        H::Database { .. } => Code::Unavailable,
         H::Io { .. } | H::DamagedPointer { .. } | H::Injected(_) => Code::Internal,
     }
 }

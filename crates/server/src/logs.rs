@@ -1,0 +1,176 @@
+//! Per-request access log and audit log.
+//!
+//! Each request gets an id: the caller's `x-request-id` (kept, and echoed in the
+//! response headers by the tower layer in `serve`) or a random one. At the end of
+//! every unary call one line goes to target `polyhead::access` (when `log.access`),
+//! and every admin change also to `polyhead::audit`; with `log.format = "json"`
+//! each is one JSON object. Client-supplied strings are cut to a bounded length.
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tonic::{
+    codegen::http::{self, HeaderValue},
+    Code, Request,
+};
+use tower_http::request_id::{MakeRequestId, RequestId};
+
+static ACCESS: AtomicBool = AtomicBool::new(true);
+
+/// Longest client string copied into a log line.
+const MAX_LOGGED: usize = 128;
+
+/// Turns the access log on or off (`log.access`).
+pub(crate) fn set_access(on: bool) {
+    ACCESS.store(on, Ordering::Relaxed);
+}
+
+/// Makes a random 128-bit request id for requests that bring none.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
+        let id: u128 = rand::random();
+        HeaderValue::from_str(&format!("{id:032x}"))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+fn cut(s: &str) -> String {
+    match s.char_indices().nth(MAX_LOGGED) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+/// Who asked for what: the request's identity for the access and audit logs.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CallInfo {
+    /// The RPC.
+    pub rpc: &'static str,
+    /// The task label for metrics (a live task, `unknown`, `multi` or empty).
+    pub label: String,
+    /// The task(s) as requested, for logs.
+    pub task: String,
+    request_id: String,
+    traceparent: String,
+    peer: String,
+}
+
+impl CallInfo {
+    /// Reads the request's id, trace context and peer.
+    pub fn of<T>(rpc: &'static str, request: &Request<T>) -> CallInfo {
+        let meta = |key: &str| {
+            request
+                .metadata()
+                .get(key)
+                .and_then(|v| v.to_str().ok())
+                .map(cut)
+                .unwrap_or_default()
+        };
+        CallInfo {
+            rpc,
+            request_id: meta("x-request-id"),
+            traceparent: meta("traceparent"),
+            peer: request
+                .remote_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            ..CallInfo::default()
+        }
+    }
+
+    /// Names the task for logs only (known once the call is done).
+    pub fn set_logged_task(&mut self, task: &str) {
+        self.task = cut(task);
+    }
+
+    /// Names the task: `label` for metrics, `task` (as requested) for logs.
+    pub fn task(mut self, task: &str, label: impl Into<String>) -> CallInfo {
+        self.task = cut(task);
+        self.label = label.into();
+        self
+    }
+
+    /// Writes the access line (and the audit line of an admin change).
+    pub fn finish(&self, code: Code, version: &str, latency_ms: f64) {
+        if ACCESS.load(Ordering::Relaxed) {
+            tracing::info!(
+                target: "polyhead::access",
+                rpc = self.rpc, task = %self.task, head_version = %version, code = ?code,
+                latency_ms = (latency_ms * 1000.0).round() / 1000.0,
+                request_id = %self.request_id, traceparent = %self.traceparent, peer = %self.peer,
+                "request"
+            );
+        }
+        if is_admin_change(self.rpc) {
+            audit(
+                self.rpc,
+                &self.task,
+                version,
+                code,
+                &self.request_id,
+                &self.peer,
+            );
+        }
+    }
+}
+
+/// Whether `rpc` changes the store.
+fn is_admin_change(rpc: &str) -> bool {
+    matches!(
+        rpc,
+        "RegisterHead" | "TrainHead" | "ActivateVersion" | "Rollback" | "DeleteTask"
+    )
+}
+
+/// One audit line: an admin change, its outcome and who asked.
+pub(crate) fn audit(
+    action: &str,
+    task: &str,
+    version: &str,
+    code: Code,
+    request_id: &str,
+    peer: &str,
+) {
+    tracing::info!(
+        target: "polyhead::audit",
+        action, task = %task, version = %version, code = ?code,
+        request_id = %request_id, peer = %peer, "admin change"
+    );
+}
+
+/// The head version(s) a response names, for the access log.
+pub(crate) trait Logged {
+    /// `"3"`, `"spam=3,reviews=1"`, or empty.
+    fn head_version(&self) -> String {
+        String::new()
+    }
+
+    /// The task, when only the response knows it (RegisterHead).
+    fn task(&self) -> Option<&str> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_strings_are_cut() {
+        let long = "é".repeat(1000);
+        let c = cut(&long);
+        assert_eq!(c.chars().count(), MAX_LOGGED + 3);
+        assert_eq!(cut("abc"), "abc");
+    }
+
+    #[test]
+    fn request_ids_are_random_hex() {
+        let req = http::Request::new(());
+        let a = RandomRequestId.make_request_id(&req).expect("an id");
+        let b = RandomRequestId.make_request_id(&req).expect("an id");
+        assert_ne!(a.header_value(), b.header_value());
+        assert_eq!(a.header_value().len(), 32);
+    }
+}
