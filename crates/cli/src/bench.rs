@@ -81,7 +81,7 @@ fn head_cost(
     texts: &[&str],
     backbone_texts_per_s: f64,
 ) -> Result<()> {
-    let store = polyhead_heads::FsHeadStore::open(&settings.store.dir)?;
+    let store = crate::tasks::open_store(settings)?;
     let emb = encoder.embed(texts)?;
     for task in &args.load.task {
         let version = store

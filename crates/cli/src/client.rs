@@ -1,5 +1,4 @@
 //! `polyhead serve` and the small gRPC client `polyhead classify`.
-use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -15,9 +14,9 @@ pub struct ServeArgs {
     /// Prometheus listen address (server.metrics_addr).
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,
-    /// Head store folder (store.dir).
-    #[arg(long, value_name = "DIR")]
-    pub store: Option<PathBuf>,
+    /// Head store: a folder, or postgres://user:password@host:5432/db (store.url).
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
     /// Print the effective configuration as JSON and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -36,7 +35,7 @@ impl ServeArgs {
             o.push(("server.metrics_addr", a.clone()));
         }
         if let Some(s) = &self.store {
-            o.push(("store.dir", s.display().to_string()));
+            o.push(("store.url", s.clone()));
         }
         o
     }

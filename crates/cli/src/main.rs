@@ -3,6 +3,7 @@ mod bench;
 mod client;
 mod embed;
 mod load;
+mod ops;
 mod tasks;
 
 use std::path::PathBuf;
@@ -45,6 +46,11 @@ enum Command {
     Activate(tasks::VersionArgs),
     /// Re-activate the previously active version.
     Rollback(tasks::VersionArgs),
+    /// Head store operations (copy between a folder and PostgreSQL).
+    #[command(subcommand)]
+    Store(ops::StoreCommand),
+    /// Ask a running server's gRPC health service; exit 0 only when SERVING.
+    Health(ops::HealthArgs),
 }
 
 /// Flags that override `[backbone]` settings.
@@ -91,16 +97,32 @@ impl BackboneArgs {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("POLYHEAD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    if let Err(e) = run(Cli::parse()) {
+    let cli = Cli::parse();
+    init_logs(cli.config.as_deref());
+    if let Err(e) = run(cli) {
         eprintln!("error: {}", describe(&e));
         std::process::exit(1);
+    }
+}
+
+/// Logs to stderr, as text or JSON (`log.format`; a configuration that does not
+/// load gets text, and its error is reported by the command itself). Levels from
+/// `POLYHEAD_LOG` (default `info,sqlx=warn`: PostgreSQL notices are not news).
+fn init_logs(config: Option<&std::path::Path>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POLYHEAD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let json =
+        Settings::load(config, &[]).is_ok_and(|s| s.log.format == polyhead_server::LogFormat::Json);
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
+    } else {
+        logs.init();
     }
 }
 
@@ -142,5 +164,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Tasks(a) => tasks::tasks(&load(&a.overrides())?),
         Command::Activate(a) => tasks::activate(&load(&a.store.overrides())?, a),
         Command::Rollback(a) => tasks::rollback(&load(&a.store.overrides())?, a),
+        Command::Store(c) => ops::store(c),
+        Command::Health(a) => ops::health(a),
     }
 }

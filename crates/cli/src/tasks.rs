@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use polyhead_backbone::EncoderHandle;
-use polyhead_heads::{FsHeadStore, Metrics};
+use polyhead_heads::{HeadStore, Metrics};
 use polyhead_server::Settings;
 use polyhead_trainer::{
     evaluate_head, train_task, Budget, Dataset, FeatureCache, Format, Progress, TrainOptions,
@@ -15,12 +15,12 @@ use serde_json::json;
 
 use crate::BackboneArgs;
 
-/// `--store DIR`.
+/// `--store URL`.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArg {
-    /// Head store folder (store.dir).
-    #[arg(long, value_name = "DIR")]
-    pub store: Option<PathBuf>,
+    /// Head store: a folder, or postgres://user:password@host:5432/db (store.url).
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
 }
 
 impl StoreArg {
@@ -28,7 +28,7 @@ impl StoreArg {
     pub fn overrides(&self) -> Vec<(&'static str, String)> {
         self.store
             .iter()
-            .map(|s| ("store.dir", s.display().to_string()))
+            .map(|s| ("store.url", s.clone()))
             .collect()
     }
 }
@@ -114,9 +114,10 @@ pub struct VersionArgs {
     pub store: StoreArg,
 }
 
-fn open_store(settings: &Settings) -> Result<FsHeadStore> {
-    FsHeadStore::open(&settings.store.dir)
-        .with_context(|| format!("opening store {}", settings.store.dir.display()))
+/// Opens the store `store.url` names.
+pub fn open_store(settings: &Settings) -> Result<Box<dyn HeadStore>> {
+    polyhead_heads::open_store(&settings.store.url, None)
+        .with_context(|| format!("opening store {}", settings.store.url))
 }
 
 fn spawn_encoder(settings: &Settings) -> Result<EncoderHandle> {
