@@ -4,6 +4,11 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 scripts/setup.sh
+# deploy/ checked with promtool, kubernetes-validate and the Compose schema (tools
+# installed on first use); the e2e suite runs promtool on a live scrape.
+scripts/deploy-checks.sh
+# The PostgreSQL tests (store, replicas) need a server: POLYHEAD_TEST_DATABASE_URL,
+# default postgres://postgres@127.0.0.1:5432/test. They fail, not skip, without it.
 # shellcheck disable=SC1091
 source .polyhead-env
 # One profile (release) for build, tests and benchmarks: libtorch and tokenizers are

@@ -7,6 +7,10 @@ use std::{
     net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
@@ -103,6 +107,16 @@ impl Server {
     /// Starts a server on `store`.
     pub fn start_on(store: &Path, env: &[(&str, &str)]) -> Server {
         Server::spawn(store, env, None)
+    }
+
+    /// Starts a server on the store `url` names (e.g. a PostgreSQL database), with
+    /// its stderr in a file.
+    pub fn start_on_url(url: &str, env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("server.log");
+        let mut s = Server::spawn(Path::new(url), env, Some(&log));
+        s._dir = Some(dir);
+        s
     }
 
     fn spawn(store: &Path, env: &[(&str, &str)], log: Option<&Path>) -> Server {
@@ -428,5 +442,55 @@ pub async fn register(server: &Server, tasks: &[&str]) {
     for t in tasks {
         let a = artifact(t, &info.fingerprint, info.dim as usize);
         admin.register_head(upload(&a, true)).await.unwrap();
+    }
+}
+
+/// A TCP forwarder to `upstream` that a test can cut (every connection closed, new
+/// ones closed at once, as when a database goes down) and restore.
+pub struct CuttableProxy {
+    /// `127.0.0.1:<port>`.
+    pub addr: String,
+    up: Arc<AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl CuttableProxy {
+    /// Listens on a free port (needs a tokio runtime).
+    pub async fn start(upstream: &str) -> CuttableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let up = Arc::new(AtomicBool::new(true));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (up2, cut2, upstream) = (up.clone(), cut.clone(), upstream.to_owned());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let mut cuts = cut2.subscribe();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        CuttableProxy { addr, up, cut }
+    }
+
+    /// Closes every connection and refuses new ones until [`CuttableProxy::restore`].
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Forwards again.
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
     }
 }

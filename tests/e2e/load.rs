@@ -178,6 +178,7 @@ async fn soak_under_swaps_and_training() {
         &failed[..failed.len().min(5)]
     );
     assert!(ok > 0 && trained.is_some());
+    use polyhead_heads::HeadStore;
     let store = polyhead_heads::FsHeadStore::open(&server.store).unwrap();
     for task in store.tasks().unwrap() {
         for v in store.versions(&task).unwrap() {

@@ -1,9 +1,11 @@
 //! End-to-end tests: each starts the real `polyhead serve` and talks gRPC to it.
 #![allow(clippy::unwrap_used)]
 
+mod deploy;
 mod errors;
 mod hardening;
 mod load;
+mod replicas;
 mod serving;
 mod swap;
 mod tls;

@@ -7,7 +7,7 @@ use polyhead_api::v1::{
     ListTasksRequest, ListVersionsRequest,
 };
 use polyhead_e2e::{cli, spam_examples, Server};
-use polyhead_heads::FsHeadStore;
+use polyhead_heads::{FsHeadStore, HeadStore};
 use tonic_health::pb::health_check_response::ServingStatus;
 
 fn texts() -> Vec<String> {
