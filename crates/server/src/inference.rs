@@ -369,6 +369,33 @@ impl Inference for InferenceService {
     }
 }
 
+impl Logged for ClassifyResponse {
+    fn head_version(&self) -> String {
+        self.head_version.to_string()
+    }
+}
+
+impl Logged for ClassifyMultiResponse {
+    fn head_version(&self) -> String {
+        let versions: Vec<String> = self
+            .responses
+            .iter()
+            .map(|r| format!("{}={}", r.task, r.head_version))
+            .collect();
+        versions.join(",")
+    }
+}
+
+impl Logged for TaskInfo {
+    fn head_version(&self) -> String {
+        self.active_version.to_string()
+    }
+}
+
+impl Logged for EmbedResponse {}
+impl Logged for ListTasksResponse {}
+impl Logged for InfoResponse {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,30 +436,3 @@ mod tests {
         assert!(limits.deadline(&r) <= Instant::now() + Duration::from_secs(30));
     }
 }
-
-impl Logged for ClassifyResponse {
-    fn head_version(&self) -> String {
-        self.head_version.to_string()
-    }
-}
-
-impl Logged for ClassifyMultiResponse {
-    fn head_version(&self) -> String {
-        let versions: Vec<String> = self
-            .responses
-            .iter()
-            .map(|r| format!("{}={}", r.task, r.head_version))
-            .collect();
-        versions.join(",")
-    }
-}
-
-impl Logged for TaskInfo {
-    fn head_version(&self) -> String {
-        self.active_version.to_string()
-    }
-}
-
-impl Logged for EmbedResponse {}
-impl Logged for ListTasksResponse {}
-impl Logged for InfoResponse {}
