@@ -112,10 +112,10 @@ fn redact(url: &str) -> String {
         return url.to_owned();
     };
     match rest.split_once('@') {
-        Some((user, host)) => {
-            let user = user.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}")
-        }
+        Some((user, host)) => match user.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_owned(),
+        },
         None => url.to_owned(),
     }
 }
@@ -561,5 +561,6 @@ mod tests {
             "postgres://app:***@db:5432/heads"
         );
         assert_eq!(redact("postgres://db/heads"), "postgres://db/heads");
+        assert_eq!(redact("postgres://app@db/heads"), "postgres://app@db/heads");
     }
 }
