@@ -429,8 +429,8 @@ pub fn texts(prefix: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
-/// Registers a linear head for each of `tasks` (fitting the server's backbone).
-pub async fn register(server: &Server, tasks: &[&str]) {
+/// The server's backbone fingerprint and dimension (what a head must fit).
+pub async fn fingerprint(server: &Server) -> (String, usize) {
     let info = server
         .inference()
         .await
@@ -438,9 +438,15 @@ pub async fn register(server: &Server, tasks: &[&str]) {
         .await
         .unwrap()
         .into_inner();
+    (info.fingerprint, info.dim as usize)
+}
+
+/// Registers a linear head for each of `tasks` (fitting the server's backbone).
+pub async fn register(server: &Server, tasks: &[&str]) {
+    let (fp, dim) = fingerprint(server).await;
     let mut admin = server.admin().await;
     for t in tasks {
-        let a = artifact(t, &info.fingerprint, info.dim as usize);
+        let a = artifact(t, &fp, dim);
         admin.register_head(upload(&a, true)).await.unwrap();
     }
 }

@@ -12,9 +12,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use polyhead_api::v1::{ActivateVersionRequest, ClassifyRequest, InfoRequest, RollbackRequest};
-use polyhead_e2e::{artifact, cli, code, eventually, texts, upload, CuttableProxy, Server};
-use polyhead_heads::{testing::TestDatabase, HeadStore, PgHeadStore};
+use polyhead_api::v1::{ActivateVersionRequest, ClassifyRequest, RollbackRequest};
+use polyhead_e2e::{
+    artifact, cli, code, eventually, fingerprint, texts, upload, CuttableProxy, Server,
+};
+use polyhead_heads::{
+    testing::{files_under as tree, TestDatabase},
+    HeadStore, PgHeadStore,
+};
 use tonic::Code;
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
@@ -57,17 +62,6 @@ async fn health(server: &Server, service: &str) -> ServingStatus {
         .unwrap()
         .into_inner()
         .status()
-}
-
-async fn fingerprint(server: &Server) -> (String, usize) {
-    let info = server
-        .inference()
-        .await
-        .info(InfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    (info.fingerprint, info.dim as usize)
 }
 
 /// Two replicas (slow poll, so only notifications can make the 1 s) on one database.
@@ -382,25 +376,6 @@ async fn requests_are_logged_with_their_id_and_admin_changes_audited() {
     assert_eq!(audit["task"], "logged");
     assert_eq!(audit["version"], "1");
     assert_eq!(audit["code"], "Ok");
-}
-
-/// Every file under `root` (relative path -> bytes), lock files left out.
-fn tree(root: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            if p.is_dir() {
-                stack.push(p);
-            } else if !rel.ends_with(".lock") {
-                out.push((rel, std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

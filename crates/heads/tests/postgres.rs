@@ -4,14 +4,14 @@
 //! unreachable server. These tests fail, never skip, when PostgreSQL is down.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 use std::{
-    path::Path,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use polyhead_heads::{
-    copy_store, open_store, testing::TestDatabase, BackboneRef, Error, FsHeadStore, HeadRegistry,
-    HeadStore, PgHeadStore,
+    copy_store, open_store,
+    testing::{files_under as tree, TestDatabase},
+    BackboneRef, Error, FsHeadStore, HeadRegistry, HeadStore, PgHeadStore,
 };
 
 mod common;
@@ -208,25 +208,6 @@ fn another_handle_hears_of_a_change_within_a_second() {
     let registry = HeadRegistry::new(backbone());
     let report = registry.sync(&reader).unwrap();
     assert_eq!(report.swapped, vec![("n".to_string(), 1)]);
-}
-
-/// Every file under `root` (relative path -> bytes), lock files left out.
-fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            if p.is_dir() {
-                stack.push(p);
-            } else if !rel.ends_with(".lock") {
-                out.push((rel, std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 #[test]
