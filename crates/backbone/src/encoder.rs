@@ -95,7 +95,8 @@ impl Encoder {
         };
         let model = Bert::new(root, &config);
         weights::load_strict(&vs, &weights_bytes, &weights_path)?;
-        vs.set_kind(options.dtype.kind());
+        let dtype = options.dtype.resolve(options.device);
+        vs.set_kind(dtype.kind());
         vs.freeze();
 
         let fingerprint = fingerprint(&weights_bytes, &tokenizer_bytes, &sentence);
@@ -108,7 +109,7 @@ impl Encoder {
             normalize: sentence.normalize,
             fingerprint,
             device: options.device.to_string(),
-            dtype: options.dtype.to_string(),
+            dtype: dtype.to_string(),
         };
         Ok(Encoder {
             tokenizer,

@@ -84,7 +84,7 @@ impl Device {
 }
 
 /// The dtype the model's weights and activations use. Pooling and normalisation are
-/// always done in f32. In configuration it is the string `f32` or `bf16`.
+/// always done in f32. In configuration it is the string `auto`, `f32` or `bf16`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum Dtype {
@@ -92,6 +92,9 @@ pub enum Dtype {
     F32,
     /// bfloat16: ~7x faster matmuls on CPUs with AMX, cosine ~0.999 to f32.
     Bf16,
+    /// bf16 where the hardware runs it natively (a CUDA device, or a CPU with
+    /// AMX-BF16), f32 elsewhere (bf16 is emulated, and slower, without it).
+    Auto,
 }
 
 impl FromStr for Dtype {
@@ -100,8 +103,9 @@ impl FromStr for Dtype {
         match s {
             "f32" | "float32" => Ok(Dtype::F32),
             "bf16" | "bfloat16" => Ok(Dtype::Bf16),
+            "auto" => Ok(Dtype::Auto),
             _ => Err(Error::InvalidOption(format!(
-                "dtype {s:?}: use f32 or bf16"
+                "dtype {s:?}: use auto, f32 or bf16"
             ))),
         }
     }
@@ -112,17 +116,38 @@ impl fmt::Display for Dtype {
         f.write_str(match self {
             Dtype::F32 => "f32",
             Dtype::Bf16 => "bf16",
+            Dtype::Auto => "auto",
         })
     }
 }
 
 impl Dtype {
-    pub(crate) fn kind(self) -> tch::Kind {
-        match self {
-            Dtype::F32 => tch::Kind::Float,
-            Dtype::Bf16 => tch::Kind::BFloat16,
+    /// The dtype that runs on `device`: [`Dtype::Auto`] decided, the others as they are.
+    pub fn resolve(self, device: Device) -> Dtype {
+        match (self, device) {
+            (Dtype::Auto, Device::Cuda(_)) => Dtype::Bf16,
+            (Dtype::Auto, Device::Cpu) if cpu_has_amx_bf16() => Dtype::Bf16,
+            (Dtype::Auto, Device::Cpu) => Dtype::F32,
+            (d, _) => d,
         }
     }
+
+    pub(crate) fn kind(self) -> tch::Kind {
+        match self.resolve(Device::Cpu) {
+            Dtype::Bf16 => tch::Kind::BFloat16,
+            _ => tch::Kind::Float,
+        }
+    }
+}
+
+/// Whether the CPU has AMX-BF16 tiles (Sapphire Rapids and later), from the kernel's
+/// flags: `std::arch::is_x86_feature_detected!("amx-bf16")` is not stable yet.
+fn cpu_has_amx_bf16() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
+        c.lines()
+            .find(|l| l.starts_with("flags"))
+            .is_some_and(|l| l.split_whitespace().any(|f| f == "amx_bf16"))
+    })
 }
 
 /// Options of an [`Encoder`](crate::Encoder). Build with [`EncoderOptions::default`]
@@ -167,5 +192,22 @@ impl EncoderOptions {
     pub fn batch_size(&mut self, batch_size: usize) -> &mut Self {
         self.batch_size = batch_size.max(1);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_picks_bf16_only_where_it_runs_natively() {
+        assert_eq!(Dtype::Auto.resolve(Device::Cuda(0)), Dtype::Bf16);
+        assert_eq!(Dtype::F32.resolve(Device::Cuda(0)), Dtype::F32);
+        assert_eq!(Dtype::Bf16.resolve(Device::Cpu), Dtype::Bf16);
+        let cpu = Dtype::Auto.resolve(Device::Cpu);
+        assert_eq!(cpu == Dtype::Bf16, cpu_has_amx_bf16());
+        assert_ne!(cpu, Dtype::Auto);
+        assert_eq!("auto".parse::<Dtype>().ok(), Some(Dtype::Auto));
+        assert!("fp8".parse::<Dtype>().is_err());
     }
 }

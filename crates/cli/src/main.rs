@@ -59,7 +59,7 @@ pub struct BackboneArgs {
     /// Checkpoint folder (backbone.model_dir).
     #[arg(long, value_name = "DIR")]
     model: Option<PathBuf>,
-    /// f32 or bf16 (backbone.dtype).
+    /// auto (bf16 on AMX CPUs and GPUs, else f32), f32 or bf16 (backbone.dtype).
     #[arg(long)]
     dtype: Option<String>,
     /// cpu, cuda or cuda:N (backbone.device).

@@ -279,7 +279,7 @@ mod tests {
     #[test]
     fn embedded_defaults_parse_and_validate() {
         let s = Settings::load(None, &[]).unwrap();
-        assert_eq!(s.backbone.dtype, Dtype::F32);
+        assert_eq!(s.backbone.dtype, Dtype::Auto);
         assert!(s.server.max_texts > 0);
     }
 
