@@ -86,6 +86,11 @@ impl Server {
         s
     }
 
+    /// Whether the server process is still running.
+    pub fn child_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// The server's log so far.
     pub fn log_text(&self) -> String {
         self.log

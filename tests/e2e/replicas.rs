@@ -64,6 +64,16 @@ async fn health(server: &Server, service: &str) -> ServingStatus {
         .status()
 }
 
+/// A cuttable proxy in front of `db`'s server, and `db`'s URL through it.
+async fn proxied(db: &TestDatabase) -> (CuttableProxy, String) {
+    // The database's host:port, taken from its URL.
+    let after_at = db.url().rsplit_once('@').map_or(db.url(), |(_, h)| h);
+    let upstream = after_at.split('/').next().unwrap().to_owned();
+    let proxy = CuttableProxy::start(&upstream).await;
+    let via_proxy = db.url().replace(&upstream, &proxy.addr);
+    (proxy, via_proxy)
+}
+
 /// Two replicas (slow poll, so only notifications can make the 1 s) on one database.
 async fn two_replicas(url: &str) -> (Server, Server) {
     let env = [("POLYHEAD__STORE__POLL_MS", "30000")];
@@ -174,13 +184,7 @@ async fn racing_activations_from_both_replicas_leave_one_loadable_version() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_database_outage_fails_no_classify_and_replicas_catch_up() {
     let db = TestDatabase::create();
-    let upstream = {
-        // The database's host:port, taken from its URL.
-        let after_at = db.url().rsplit_once('@').map_or(db.url(), |(_, h)| h);
-        after_at.split('/').next().unwrap().to_owned()
-    };
-    let proxy = CuttableProxy::start(&upstream).await;
-    let via_proxy = db.url().replace(&upstream, &proxy.addr);
+    let (proxy, via_proxy) = proxied(&db).await;
     let env = [("POLYHEAD__STORE__POLL_MS", "200")];
     let server = Arc::new(Server::start_on_url(&via_proxy, &env));
     server.wait_serving().await;
@@ -448,4 +452,38 @@ async fn the_health_command_exits_0_only_when_serving() {
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_while_the_database_is_down_waits_then_serves() {
+    let db = TestDatabase::create();
+    let (proxy, via_proxy) = proxied(&db).await;
+    proxy.cut();
+    let mut server = Server::start_on_url(&via_proxy, &[("POLYHEAD_LOG", "warn")]);
+    // The port opens at once; the backbone loads; the store cannot be opened.
+    let start = Instant::now();
+    while !server.log_text().contains("head store unreachable") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no 'unreachable' warning: {}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        server.child_running(),
+        "the replica exited instead of waiting"
+    );
+    assert_eq!(health(&server, "").await, ServingStatus::NotServing);
+    proxy.restore();
+    let start = Instant::now();
+    while health(&server, "").await != ServingStatus::Serving {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "not SERVING 10 s after the database returned"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("SERVING {:?} after the database returned", start.elapsed());
 }
