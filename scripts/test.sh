@@ -14,3 +14,6 @@ source .polyhead-env
 # One profile (release) for build, tests and benchmarks: libtorch and tokenizers are
 # slow unoptimised, and one target dir keeps CI's build to one pass.
 cargo test --release --workspace --locked "$@"
+# Issue 9's short performance check: polyhead over gRPC vs PyTorch in the same run
+# (fails below bench/ratio-check.sh's stated margin). About a minute.
+bench/ratio-check.sh
