@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
 # CI's short performance check (issue 9): polyhead serving Classify over gRPC vs
 # PyTorch (sentence-transformers, f32, batch 32, in-process) in the same run, on the
-# same texts and threads. Each is measured twice, interleaved, best of two. Fails when
+# same texts and threads. Each is measured three times, interleaved, best of three. Fails when
 # polyhead's throughput falls below MIN_RATIO x PyTorch's.
 #
-# The margin: on the AVX2 CI machines polyhead measured 0.96-1.01x PyTorch f32 here
-# (BENCHMARKS.md). Single measurements on these shared 2-core VMs differ by up to ~25%
-# (31 vs 42 texts/s seen for the same server), hence best of two, and MIN_RATIO
-# defaults to 0.7: a 30% drop from today's ratio fails.
-# Usage: bench/ratio-check.sh [SECONDS_PER_MEASUREMENT] (env MIN_RATIO, default 0.7)
+# The margin: on the AVX2 CI machines this check gave 0.84-1.01x PyTorch f32 in three
+# runs (BENCHMARKS.md). Single measurements on these shared 2-core VMs differ by up to
+# ~25% (31 vs 42 texts/s seen for the same server), hence best of three, and MIN_RATIO
+# defaults to 0.65: a drop of about a third from today's ratio fails.
+# Usage: bench/ratio-check.sh [SECONDS_PER_MEASUREMENT] (env MIN_RATIO, default 0.65)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 # shellcheck disable=SC1091
 source .polyhead-env
 SECS="${1:-4}"
-MIN_RATIO="${MIN_RATIO:-0.7}"
+MIN_RATIO="${MIN_RATIO:-0.65}"
 THREADS="$(nproc)"
 OUT=target/ratio-check
 BIN=target/release/polyhead
@@ -34,7 +34,7 @@ PID=$!
 trap 'kill $PID 2>/dev/null || true' EXIT
 for _ in $(seq 300); do "$BIN" health --addr "127.0.0.1:$GRPC" >/dev/null 2>&1 && break; sleep 0.2; done
 "$BIN" health --addr "127.0.0.1:$GRPC" >/dev/null
-for round in 1 2; do
+for round in 1 2 3; do
   python bench/python_st.py --model models/all-MiniLM-L6-v2 --input target/bench/medium.txt \
     --dtype f32 --batch-size 32 --threads "$THREADS" --seconds "$SECS" --label "round $round" \
     >> "$OUT/pytorch.jsonl"
