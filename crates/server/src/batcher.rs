@@ -4,8 +4,17 @@
 //! passed, runs one backbone pass per batch and answers every waiter.
 //!
 //! While the model thread works on one batch, new requests pile up in the queue and
-//! form the next batch, so batches grow with load without adding latency when idle.
-use std::time::{Duration, Instant};
+//! form the next batch, so batches grow with load. The wait for company happens only
+//! while more requests are on their way (counted from the moment a request knows it
+//! needs the backbone, before it tokenizes) or after a batch of several requests (many
+//! callers, the rest of whom are about to send): a lone caller's request starts at once.
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
 
 use metrics::{counter, histogram};
 use polyhead_backbone::{Embeddings, EncoderHandle};
@@ -27,6 +36,18 @@ struct Item {
 #[derive(Debug, Clone)]
 pub(crate) struct Batcher {
     tx: mpsc::UnboundedSender<Item>,
+    coming: Arc<AtomicUsize>,
+}
+
+/// A request on its way to the batcher (tokenizing, queued or in a batch): while it
+/// lives, a batch waits for it; dropped when the request has its embeddings or gave up.
+#[derive(Debug)]
+pub(crate) struct OnTheWay(Arc<AtomicUsize>);
+
+impl Drop for OnTheWay {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Batch limits.
@@ -44,8 +65,15 @@ impl Batcher {
         // Unbounded on purpose: the server's in-flight limit bounds what can be queued,
         // and refuses the excess with RESOURCE_EXHAUSTED before it gets here.
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(rx, encoder, limits));
-        Batcher { tx }
+        let coming = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(run(rx, encoder, limits, coming.clone()));
+        Batcher { tx, coming }
+    }
+
+    /// Announces a request that will call [`Batcher::embed`]; hold the guard until then.
+    pub fn on_the_way(&self) -> OnTheWay {
+        self.coming.fetch_add(1, Ordering::SeqCst);
+        OnTheWay(self.coming.clone())
     }
 
     /// Embeds pre-tokenized texts in some batch; rows in input order.
@@ -71,8 +99,15 @@ impl Batcher {
     }
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Item>, encoder: EncoderHandle, limits: BatchLimits) {
+async fn run(
+    mut rx: mpsc::UnboundedReceiver<Item>,
+    encoder: EncoderHandle,
+    limits: BatchLimits,
+    coming: Arc<AtomicUsize>,
+) {
     let mut carry: Option<Item> = None;
+    // Requests in the previous batch.
+    let mut last = 0;
     loop {
         let first = match carry.take() {
             Some(item) => item,
@@ -87,11 +122,18 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Item>, encoder: EncoderHandle, limi
         loop {
             let next = match rx.try_recv() {
                 Ok(item) => Some(item),
-                Err(mpsc::error::TryRecvError::Empty) => tokio::time::timeout_at(window, rx.recv())
-                    .await
-                    .ok()
-                    .flatten(),
-                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                // Nothing queued: wait for company only if another request is on its
+                // way (announced but not in this batch), or if the last batch was
+                // larger (callers are many, and the rest of them are about to send).
+                Err(mpsc::error::TryRecvError::Empty)
+                    if coming.load(Ordering::SeqCst) > batch.len() || last > batch.len() =>
+                {
+                    tokio::time::timeout_at(window, rx.recv())
+                        .await
+                        .ok()
+                        .flatten()
+                }
+                Err(_) => None,
             };
             let Some(item) = next else { break };
             if tokens + item.tokens > limits.max_tokens {
@@ -101,6 +143,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Item>, encoder: EncoderHandle, limi
             tokens += item.tokens;
             batch.push(item);
         }
+        last = batch.len();
         run_batch(&encoder, batch).await;
     }
 }

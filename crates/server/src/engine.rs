@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use metrics::{counter, gauge};
+use metrics::{counter, gauge, histogram};
 use polyhead_backbone::{BackboneInfo, EncoderHandle};
 use polyhead_heads::{BackboneRef, HeadArtifact, HeadRegistry, HeadStore, SyncReport};
 use polyhead_trainer::FeatureCache;
@@ -214,8 +214,14 @@ impl Engine {
         counter!(m::CACHE_MISSES).increment((texts.len() - hits) as u64);
         if !unique.is_empty() {
             let miss_texts: Vec<String> = unique.iter().map(|&i| texts[i].clone()).collect();
+            // Announced before tokenizing, so a batch forming meanwhile waits for it.
+            let _on_the_way = self.batcher.on_the_way();
+            let started = Instant::now();
             let ids = self.tokenize(miss_texts).await?;
+            histogram!(m::TOKENIZE).record(started.elapsed().as_secs_f64());
+            let started = Instant::now();
             let emb = self.batcher.embed(ids, deadline).await?;
+            histogram!(m::EMBED).record(started.elapsed().as_secs_f64());
             let rows: Vec<Arc<[f32]>> = emb.rows().map(Arc::from).collect();
             for (slot, &i) in unique.iter().enumerate() {
                 self.cache.put(keys[i], rows[slot].clone());
@@ -254,6 +260,7 @@ impl Engine {
         texts: &[String],
         top_k: u32,
     ) -> Result<Classified, ServerError> {
+        let started = Instant::now();
         let labels = head.head.labels();
         let k = top_k_of(head, top_k);
         let predictions = features
@@ -273,6 +280,8 @@ impl Engine {
                 })
             })
             .collect::<Result<Vec<_>, ServerError>>()?;
+        histogram!(m::HEAD, "kind" => head.manifest.head.name())
+            .record(started.elapsed().as_secs_f64());
         Ok(Classified {
             task: head.manifest.task.clone(),
             version: head.manifest.version,

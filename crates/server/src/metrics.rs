@@ -18,6 +18,12 @@ pub const BATCH_SIZE: &str = "polyhead_batch_size";
 pub const BATCH_TOKENS: &str = "polyhead_batch_tokens";
 /// Backbone forward time per batch.
 pub const FORWARD: &str = "polyhead_backbone_forward_seconds";
+/// Time a request waited for and spent tokenizing its cache misses.
+pub const TOKENIZE: &str = "polyhead_tokenize_seconds";
+/// Time a request waited for its embeddings from the batcher (queue + forward + pooling).
+pub const EMBED: &str = "polyhead_embed_seconds";
+/// Time one head took over a request's texts, by head kind.
+pub const HEAD: &str = "polyhead_head_seconds";
 /// Texts run through the backbone.
 pub const BACKBONE_TEXTS: &str = "polyhead_backbone_texts_total";
 /// Embedding cache hits.
@@ -110,6 +116,21 @@ fn describe() {
         "padded tokens per backbone batch"
     );
     describe_histogram!(FORWARD, Unit::Seconds, "backbone forward time per batch");
+    describe_histogram!(
+        TOKENIZE,
+        Unit::Seconds,
+        "per request: waiting for a tokenizer worker and tokenizing the cache misses"
+    );
+    describe_histogram!(
+        EMBED,
+        Unit::Seconds,
+        "per request: from handing the token ids to the batcher to having the embeddings"
+    );
+    describe_histogram!(
+        HEAD,
+        Unit::Seconds,
+        "per request and head: applying the head to the texts, by head kind"
+    );
     describe_counter!(BACKBONE_TEXTS, "texts run through the backbone");
     describe_counter!(CACHE_HITS, "embedding cache hits");
     describe_counter!(CACHE_MISSES, "embedding cache misses");
