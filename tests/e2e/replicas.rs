@@ -422,8 +422,8 @@ async fn store_copy_round_trips_folder_postgres_folder_byte_for_byte() {
     );
     cli(&["store", "copy", "--from", db.url(), "--to", &dst_s], None);
     assert_eq!(
-        tree(&src),
-        tree(&dst),
+        tree(&src).unwrap(),
+        tree(&dst).unwrap(),
         "folder -> PostgreSQL -> folder changed bytes"
     );
 }

@@ -103,12 +103,13 @@ impl HeadRegistry {
                     .push((task.clone(), format!("version {version}: {e}"))),
             }
         }
+        let by_task: HashMap<&str, &Result<Option<u64>>> =
+            pointers.iter().map(|(t, a)| (t.as_str(), a)).collect();
         for task in live.keys() {
             // Removed only when the store says so; an unreadable pointer keeps serving.
-            let gone = pointers
-                .iter()
-                .find(|(t, _)| t == task)
-                .is_none_or(|(_, active)| matches!(active, Ok(None)));
+            let gone = by_task
+                .get(task.as_str())
+                .is_none_or(|active| matches!(active, Ok(None)));
             if gone {
                 self.remove(task);
                 report.removed.push(task.clone());

@@ -106,26 +106,22 @@ impl Drop for TestDatabase {
 
 /// Every file under `root` as (relative path, bytes), sorted; `.lock` files (made by
 /// the folder store's locking, not data) are left out. For comparing stores.
-pub fn files_under(root: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+pub fn files_under(root: &std::path::Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).expect("a readable folder") {
-            let p = e.expect("a readable entry").path();
-            let rel = p
-                .strip_prefix(root)
-                .expect("below root")
-                .display()
-                .to_string();
+        for e in std::fs::read_dir(&dir)? {
+            let p = e?.path();
+            let rel = p.strip_prefix(root).unwrap_or(&p).display().to_string();
             if p.is_dir() {
                 stack.push(p);
             } else if !rel.ends_with(".lock") {
-                out.push((rel, std::fs::read(&p).expect("a readable file")));
+                out.push((rel, std::fs::read(&p)?));
             }
         }
     }
     out.sort();
-    out
+    Ok(out)
 }
 
 #[cfg(test)]

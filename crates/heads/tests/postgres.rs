@@ -235,7 +235,7 @@ fn copy_folder_to_postgres_and_back_is_byte_identical() {
     let dst = tempfile::tempdir().unwrap();
     let back = FsHeadStore::open(dst.path()).unwrap();
     copy_store(&pg, &back).unwrap();
-    assert_eq!(tree(src.path()), tree(dst.path()));
+    assert_eq!(tree(src.path()).unwrap(), tree(dst.path()).unwrap());
 }
 
 #[test]

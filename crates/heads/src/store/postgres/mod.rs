@@ -13,58 +13,28 @@
 //! connections, so it can be called from any thread (a blocking one, a CLI's main).
 //! Each call is bounded ([`CALL_TIMEOUT`]): an unreachable database is an
 //! [`Error::Database`] after at most that long, never a hang.
-use std::{borrow::Cow, fmt, future::Future, pin::Pin, sync::mpsc, time::Duration};
+use std::{fmt, future::Future, sync::mpsc, time::Duration};
 
 use sqlx::{
-    migrate::{Migration, MigrationSource, MigrationType, Migrator},
+    migrate::Migrator,
     postgres::{PgConnectOptions, PgListener, PgPoolOptions},
-    PgPool, Postgres, Row, Transaction,
+    PgPool, Row,
 };
 use tokio::sync::watch;
 
 use super::{check_loadable, ActiveHistory, HeadStore, StoredVersion};
 use crate::{validate_task_name, BackboneRef, Error, HeadArtifact, Result};
 
-/// The NOTIFY channel; the payload is the task name.
-const CHANNEL: &str = "polyhead_heads";
+mod sql;
+use sql::{
+    big, check_stored, db, ensure_task, history_of, int, lock_task, notify, read_version,
+    set_history, versions_of, Embedded, CHANNEL, LIVE_TASKS,
+};
+
 /// The longest one store call may take, connecting included.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a call waits for a pooled connection (PostgreSQL down: fail fast).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// The schema, in order; applied once each, recorded in `_sqlx_migrations`.
-const MIGRATIONS: [(i64, &str, &str); 1] =
-    [(1, "heads", include_str!("migrations/0001_heads.sql"))];
-
-/// The migrations compiled into the binary (no files needed at run time).
-#[derive(Debug)]
-struct Embedded;
-
-type Resolved<'s> = Pin<
-    Box<
-        dyn Future<Output = std::result::Result<Vec<Migration>, sqlx::error::BoxDynError>>
-            + Send
-            + 's,
-    >,
->;
-
-impl<'s> MigrationSource<'s> for Embedded {
-    fn resolve(self) -> Resolved<'s> {
-        let migrations = MIGRATIONS
-            .iter()
-            .map(|&(version, name, sql)| {
-                Migration::new(
-                    version,
-                    Cow::Borrowed(name),
-                    MigrationType::Simple,
-                    Cow::Borrowed(sql),
-                    false,
-                )
-            })
-            .collect();
-        Box::pin(async move { Ok(migrations) })
-    }
-}
 
 /// A head store in PostgreSQL.
 pub struct PgHeadStore {
@@ -92,18 +62,6 @@ impl Drop for PgHeadStore {
             rt.shutdown_background();
         }
     }
-}
-
-fn db(e: sqlx::Error) -> Error {
-    Error::Database { msg: e.to_string() }
-}
-
-fn int(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-fn big(v: u64) -> Result<i64> {
-    i64::try_from(v).map_err(|_| Error::InvalidArtifact(format!("version {v} is too large")))
 }
 
 /// `url` with its password replaced by `***`, for logs.
@@ -197,98 +155,6 @@ impl PgHeadStore {
     }
 }
 
-/// Locks the task's row for the rest of the transaction; its history, if the task exists.
-async fn lock_task(
-    tx: &mut Transaction<'_, Postgres>,
-    task: &str,
-) -> Result<Option<ActiveHistory>> {
-    let row = sqlx::query("SELECT active, previous FROM polyhead_task WHERE name = $1 FOR UPDATE")
-        .bind(task)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(db)?;
-    Ok(row.map(|r| ActiveHistory {
-        version: int(r.get::<i64, _>(0)),
-        previous: r.get::<Vec<i64>, _>(1).into_iter().map(int).collect(),
-    }))
-}
-
-/// Creates the task's row if needed and locks it.
-async fn ensure_task(tx: &mut Transaction<'_, Postgres>, task: &str) -> Result<ActiveHistory> {
-    sqlx::query("INSERT INTO polyhead_task (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
-        .bind(task)
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
-    Ok(lock_task(tx, task).await?.unwrap_or_default())
-}
-
-async fn set_history(
-    tx: &mut Transaction<'_, Postgres>,
-    task: &str,
-    history: &ActiveHistory,
-) -> Result<()> {
-    let previous = history
-        .previous
-        .iter()
-        .map(|&v| big(v))
-        .collect::<Result<Vec<_>>>()?;
-    sqlx::query(
-        "UPDATE polyhead_task SET active = $2, previous = $3, changed_at = now() WHERE name = $1",
-    )
-    .bind(task)
-    .bind(big(history.version)?)
-    .bind(previous)
-    .execute(&mut **tx)
-    .await
-    .map_err(db)?;
-    Ok(())
-}
-
-async fn versions_of(tx: &mut Transaction<'_, Postgres>, task: &str) -> Result<Vec<u64>> {
-    let rows: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM polyhead_version WHERE task = $1 ORDER BY version")
-            .bind(task)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(db)?;
-    Ok(rows.into_iter().map(int).collect())
-}
-
-async fn read_version(
-    exec: impl sqlx::PgExecutor<'_>,
-    task: &str,
-    version: u64,
-) -> Result<StoredVersion> {
-    let row = sqlx::query(
-        "SELECT manifest, weights FROM polyhead_version WHERE task = $1 AND version = $2",
-    )
-    .bind(task)
-    .bind(big(version)?)
-    .fetch_optional(exec)
-    .await
-    .map_err(db)?;
-    row.map(|r| StoredVersion {
-        manifest: r.get(0),
-        weights: r.get(1),
-    })
-    .ok_or_else(|| Error::VersionNotFound {
-        task: task.to_owned(),
-        version,
-    })
-}
-
-/// Tells every replica that `task` changed; delivered when the transaction commits.
-async fn notify(tx: &mut Transaction<'_, Postgres>, task: &str) -> Result<()> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(task)
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
-    Ok(())
-}
-
 /// Ticks `tick` on every notification and on every (re)connection, for ever.
 async fn listen(pool: PgPool, tick: watch::Sender<u64>) {
     let mut down_since: Option<String> = None;
@@ -329,26 +195,13 @@ impl HeadStore for PgHeadStore {
     }
 
     fn tasks(&self) -> Result<Vec<String>> {
-        let pool = self.pool.clone();
-        self.run(async move {
-            sqlx::query_scalar(
-                "SELECT name FROM polyhead_task t \
-                 WHERE EXISTS (SELECT 1 FROM polyhead_version v WHERE v.task = t.name) \
-                 ORDER BY name COLLATE \"C\"",
-            )
-            .fetch_all(&pool)
-            .await
-            .map_err(db)
-        })
+        Ok(self.active_all()?.into_iter().map(|(t, _)| t).collect())
     }
 
     fn versions(&self, task: &str) -> Result<Vec<u64>> {
         validate_task_name(task)?;
         let (pool, task) = (self.pool.clone(), task.to_owned());
-        self.run(async move {
-            let mut tx = pool.begin().await.map_err(db)?;
-            versions_of(&mut tx, &task).await
-        })
+        self.run(async move { versions_of(&pool, &task).await })
     }
 
     fn history(&self, task: &str) -> Result<Option<ActiveHistory>> {
@@ -361,10 +214,8 @@ impl HeadStore for PgHeadStore {
                 .await
                 .map_err(db)?;
             Ok(row
-                .map(|r| ActiveHistory {
-                    version: int(r.get::<i64, _>(0)),
-                    previous: r.get::<Vec<i64>, _>(1).into_iter().map(int).collect(),
-                })
+                .as_ref()
+                .map(history_of)
                 .filter(|h| h.version != 0 || !h.previous.is_empty()))
         })
     }
@@ -372,14 +223,7 @@ impl HeadStore for PgHeadStore {
     fn active_all(&self) -> Result<Vec<(String, Result<Option<u64>>)>> {
         let pool = self.pool.clone();
         self.run(async move {
-            let rows = sqlx::query(
-                "SELECT name, active FROM polyhead_task t \
-                 WHERE EXISTS (SELECT 1 FROM polyhead_version v WHERE v.task = t.name) \
-                 ORDER BY name COLLATE \"C\"",
-            )
-            .fetch_all(&pool)
-            .await
-            .map_err(db)?;
+            let rows = sqlx::query(LIVE_TASKS).fetch_all(&pool).await.map_err(db)?;
             Ok(rows
                 .into_iter()
                 .map(|r| {
@@ -440,7 +284,7 @@ impl HeadStore for PgHeadStore {
                 .await?
                 .ok_or_else(|| Error::TaskNotFound(task.clone()))?;
             // The task may have been deleted (and re-created) since the check.
-            read_version(&mut *tx, &task, version).await?;
+            check_stored(&mut *tx, &task, version).await?;
             if history.version != version {
                 set_history(&mut tx, &task, &history.activated(version)).await?;
                 notify(&mut tx, &task).await?;
@@ -458,7 +302,7 @@ impl HeadStore for PgHeadStore {
             let mut history = lock_task(&mut tx, &task)
                 .await?
                 .ok_or_else(|| Error::TaskNotFound(task.clone()))?;
-            let stored = versions_of(&mut tx, &task).await?;
+            let stored = versions_of(&mut *tx, &task).await?;
             if stored.is_empty() {
                 return Err(Error::TaskNotFound(task));
             }
@@ -484,7 +328,7 @@ impl HeadStore for PgHeadStore {
         self.run(async move {
             let mut tx = pool.begin().await.map_err(db)?;
             lock_task(&mut tx, &task).await?;
-            let n = versions_of(&mut tx, &task).await?.len();
+            let n = versions_of(&mut *tx, &task).await?.len();
             if n == 0 {
                 return Err(Error::TaskNotFound(task));
             }
@@ -537,7 +381,7 @@ impl HeadStore for PgHeadStore {
             let mut tx = pool.begin().await.map_err(db)?;
             ensure_task(&mut tx, &task).await?;
             if history.version != 0 {
-                read_version(&mut *tx, &task, history.version).await?;
+                check_stored(&mut *tx, &task, history.version).await?;
             }
             set_history(&mut tx, &task, &history).await?;
             notify(&mut tx, &task).await?;
