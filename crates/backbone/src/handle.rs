@@ -125,10 +125,7 @@ impl EncoderHandle {
                 // 0 = the CPUs this process may use: std honours affinity and the
                 // cgroup CPU quota (a container limited to 2 CPUs gets 2 threads),
                 // where libtorch's own default counts every core of the node.
-                let threads = match options.threads {
-                    0 => thread::available_parallelism().map_or(1, |n| n.get()),
-                    n => n,
-                };
+                let threads = options.resolved_threads();
                 tch::set_num_threads(i32::try_from(threads).unwrap_or(i32::MAX));
                 let encoder = match Encoder::load(&dir, &options).and_then(|e| {
                     e.embed(&["warm-up"])?;

@@ -1,4 +1,5 @@
-//! The frozen backbone of polyhead: a BERT-family text encoder in tch that turns texts
+//! The frozen backbone of polyhead: a BERT-family text encoder (tch, or ONNX Runtime on
+//! an exported graph) that turns texts
 //! into one pooled (and, if the checkpoint says so, L2-normalised) vector each.
 //!
 //! ```no_run
@@ -19,6 +20,7 @@ mod config;
 mod encoder;
 mod error;
 mod handle;
+mod onnx;
 mod options;
 mod weights;
 
@@ -30,7 +32,7 @@ pub use config::{BertConfig, HiddenAct, Pooling, SentenceConfig, SUPPORTED_MODEL
 pub use encoder::{Embeddings, Encoder};
 pub use error::{Error, Result};
 pub use handle::EncoderHandle;
-pub use options::{Device, Dtype, EncoderOptions};
+pub use options::{Backend, Device, Dtype, EncoderOptions};
 
 /// What a loaded backbone is: printed by `polyhead info`, recorded by heads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -53,4 +55,6 @@ pub struct BackboneInfo {
     pub device: String,
     /// Dtype of weights and activations.
     pub dtype: String,
+    /// What runs the transformer: `torch` or `onnxruntime`.
+    pub backend: String,
 }

@@ -1,5 +1,5 @@
-//! Where and how the encoder runs: device, dtype, threads, batch size.
-use std::{fmt, str::FromStr};
+//! Where and how the encoder runs: backend, device, dtype, threads, batch size.
+use std::{fmt, path::PathBuf, str::FromStr};
 
 use crate::{Error, Result};
 
@@ -83,8 +83,61 @@ impl Device {
     }
 }
 
+/// What runs the transformer. In configuration it is the string `auto`, `torch` or
+/// `onnxruntime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Backend {
+    /// libtorch through tch: the reference backend, CPU and CUDA, f32 and bf16.
+    Torch,
+    /// ONNX Runtime's CPU execution provider, on the graph `scripts/export_onnx.py`
+    /// wrote (operators fused offline), f32 or int8; the library is loaded at start.
+    OnnxRuntime,
+    /// `onnxruntime` on a CPU when a matching export and the library are there and
+    /// the dtype is one it runs (f32, int8); `torch` otherwise (CUDA, bf16, no export).
+    Auto,
+}
+
+impl FromStr for Backend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "torch" | "tch" | "libtorch" => Ok(Backend::Torch),
+            "onnxruntime" | "ort" | "onnx" => Ok(Backend::OnnxRuntime),
+            "auto" => Ok(Backend::Auto),
+            _ => Err(Error::InvalidOption(format!(
+                "backend {s:?}: use auto, torch or onnxruntime"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Torch => "torch",
+            Backend::OnnxRuntime => "onnxruntime",
+            Backend::Auto => "auto",
+        })
+    }
+}
+
+impl TryFrom<String> for Backend {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<Backend> for String {
+    fn from(b: Backend) -> String {
+        b.to_string()
+    }
+}
+
 /// The dtype the model's weights and activations use. Pooling and normalisation are
-/// always done in f32. In configuration it is the string `auto`, `f32` or `bf16`.
+/// always done in f32. In configuration it is the string `auto`, `f32`, `bf16` or
+/// `int8`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum Dtype {
@@ -92,6 +145,9 @@ pub enum Dtype {
     F32,
     /// bfloat16: ~7x faster matmuls on CPUs with AMX, cosine ~0.999 to f32.
     Bf16,
+    /// int8 weights, dynamically quantised activations (the `onnxruntime` backend's
+    /// `model.int8.onnx`): faster on CPUs, cosine ~0.99 to f32, not reference-exact.
+    Int8,
     /// bf16 where the hardware runs it natively (a CUDA device, or a CPU with
     /// AMX-BF16), f32 elsewhere (bf16 is emulated, and slower, without it).
     Auto,
@@ -103,9 +159,10 @@ impl FromStr for Dtype {
         match s {
             "f32" | "float32" => Ok(Dtype::F32),
             "bf16" | "bfloat16" => Ok(Dtype::Bf16),
+            "int8" | "qint8" => Ok(Dtype::Int8),
             "auto" => Ok(Dtype::Auto),
             _ => Err(Error::InvalidOption(format!(
-                "dtype {s:?}: use auto, f32 or bf16"
+                "dtype {s:?}: use auto, f32, bf16 or int8"
             ))),
         }
     }
@@ -116,6 +173,7 @@ impl fmt::Display for Dtype {
         f.write_str(match self {
             Dtype::F32 => "f32",
             Dtype::Bf16 => "bf16",
+            Dtype::Int8 => "int8",
             Dtype::Auto => "auto",
         })
     }
@@ -154,24 +212,47 @@ fn cpu_has_amx_bf16() -> bool {
 /// and the setters.
 #[derive(Debug, Clone)]
 pub struct EncoderOptions {
+    pub(crate) backend: Backend,
     pub(crate) device: Device,
     pub(crate) dtype: Dtype,
     pub(crate) threads: usize,
     pub(crate) batch_size: usize,
+    pub(crate) onnx_dir: Option<PathBuf>,
+    pub(crate) onnxruntime_lib: Option<PathBuf>,
 }
 
 impl Default for EncoderOptions {
     fn default() -> Self {
         EncoderOptions {
+            backend: Backend::Torch,
             device: Device::Cpu,
             dtype: Dtype::F32,
             threads: 0,
             batch_size: 32,
+            onnx_dir: None,
+            onnxruntime_lib: None,
         }
     }
 }
 
 impl EncoderOptions {
+    /// What runs the transformer (default torch; the server's default is auto).
+    pub fn backend(&mut self, backend: Backend) -> &mut Self {
+        self.backend = backend;
+        self
+    }
+    /// Folder of the ONNX export (`scripts/export_onnx.py`); default: the model
+    /// folder's path with `-onnx` appended (`models/all-MiniLM-L6-v2-onnx`).
+    pub fn onnx_dir(&mut self, dir: Option<PathBuf>) -> &mut Self {
+        self.onnx_dir = dir;
+        self
+    }
+    /// ONNX Runtime's shared library; default: `$ORT_DYLIB_PATH`, else
+    /// `libonnxruntime.so` in the ONNX folder (scripts/setup.sh links it there).
+    pub fn onnxruntime_lib(&mut self, lib: Option<PathBuf>) -> &mut Self {
+        self.onnxruntime_lib = lib;
+        self
+    }
     /// Device to run on (default cpu).
     pub fn device(&mut self, device: Device) -> &mut Self {
         self.device = device;
@@ -187,6 +268,13 @@ impl EncoderOptions {
     pub fn threads(&mut self, threads: usize) -> &mut Self {
         self.threads = threads;
         self
+    }
+    /// The intra-op threads to use: `threads`, or the CPUs this process may use.
+    pub fn resolved_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
     }
     /// Most texts per forward pass (default 32); at least 1.
     pub fn batch_size(&mut self, batch_size: usize) -> &mut Self {

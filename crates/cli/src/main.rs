@@ -59,9 +59,12 @@ pub struct BackboneArgs {
     /// Checkpoint folder (backbone.model_dir).
     #[arg(long, value_name = "DIR")]
     model: Option<PathBuf>,
-    /// auto (bf16 on AMX CPUs and GPUs, else f32), f32 or bf16 (backbone.dtype).
+    /// auto (bf16 on AMX CPUs and GPUs, else f32), f32, bf16 or int8 (backbone.dtype).
     #[arg(long)]
     dtype: Option<String>,
+    /// auto, torch or onnxruntime (backbone.backend).
+    #[arg(long)]
+    backend: Option<String>,
     /// cpu, cuda or cuda:N (backbone.device).
     #[arg(long)]
     device: Option<String>,
@@ -86,6 +89,9 @@ impl BackboneArgs {
         if let Some(v) = &self.device {
             o.push(("backbone.device", v.clone()));
         }
+        if let Some(v) = &self.backend {
+            o.push(("backbone.backend", v.clone()));
+        }
         if let Some(v) = self.batch_size {
             o.push(("backbone.batch_size", v.to_string()));
         }
@@ -107,10 +113,11 @@ fn main() {
 
 /// Logs to stderr, as text or JSON (`log.format`; a configuration that does not
 /// load gets text, and its error is reported by the command itself). Levels from
-/// `POLYHEAD_LOG` (default `info,sqlx=warn`: PostgreSQL notices are not news).
+/// `POLYHEAD_LOG` (default `info,sqlx=warn,ort=warn`: PostgreSQL notices and ONNX
+/// Runtime's per-session graph-optimisation lines are not news).
 fn init_logs(config: Option<&std::path::Path>) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("POLYHEAD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,ort=warn"));
     let json =
         Settings::load(config, &[]).is_ok_and(|s| s.log.format == polyhead_server::LogFormat::Json);
     let logs = tracing_subscriber::fmt()

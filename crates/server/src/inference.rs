@@ -361,6 +361,7 @@ impl Inference for InferenceService {
                     max_seq_length: info.max_seq_length as u32,
                     device: info.device.clone(),
                     dtype: info.dtype.clone(),
+                    backend: info.backend.clone(),
                     server_version: env!("CARGO_PKG_VERSION").into(),
                 })
             },

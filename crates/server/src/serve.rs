@@ -228,7 +228,7 @@ async fn start_engine(
         health.set_service_status(s, ServingStatus::Serving).await;
     }
     tracing::info!(
-        backbone = %info.name, fingerprint = %info.fingerprint, dtype = %info.dtype, device = %info.device,
+        backbone = %info.name, fingerprint = %info.fingerprint, dtype = %info.dtype, backend = %info.backend, device = %info.device,
         store = %engine.store.location(), tasks = engine.registry.snapshot().len(), "SERVING"
     );
     watch_store(

@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use config::{Config, Environment, File, FileFormat};
-use polyhead_backbone::{Device, Dtype, EncoderOptions};
+use polyhead_backbone::{Backend, Device, Dtype, EncoderOptions};
 use serde::{Deserialize, Serialize};
 
 /// The compiled-in defaults.
@@ -32,9 +32,15 @@ pub enum SettingsError {
 pub struct BackboneSettings {
     /// Checkpoint folder.
     pub model_dir: PathBuf,
+    /// `auto`, `torch` or `onnxruntime`.
+    pub backend: Backend,
+    /// Folder of the ONNX export; empty = `<model_dir>-onnx`.
+    pub onnx_dir: PathBuf,
+    /// ONNX Runtime's library; empty = `$ORT_DYLIB_PATH`, else the one in `onnx_dir`.
+    pub onnxruntime_lib: PathBuf,
     /// `cpu`, `cuda`, `cuda:N`.
     pub device: Device,
-    /// `f32` or `bf16`.
+    /// `auto`, `f32`, `bf16` or `int8`.
     pub dtype: Dtype,
     /// Intra-op threads (0 = all cores).
     pub threads: usize,
@@ -254,7 +260,11 @@ impl Settings {
     /// Encoder options from `[backbone]`.
     pub fn encoder_options(&self) -> EncoderOptions {
         let mut o = EncoderOptions::default();
-        o.device(self.backbone.device)
+        let path = |p: &PathBuf| (!p.as_os_str().is_empty()).then(|| p.clone());
+        o.backend(self.backbone.backend)
+            .onnx_dir(path(&self.backbone.onnx_dir))
+            .onnxruntime_lib(path(&self.backbone.onnxruntime_lib))
+            .device(self.backbone.device)
             .dtype(self.backbone.dtype)
             .threads(self.backbone.threads)
             .batch_size(self.backbone.batch_size);

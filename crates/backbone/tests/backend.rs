@@ -1,0 +1,112 @@
+//! Choosing the backend: `auto` takes ONNX Runtime only with a matching export, a
+//! stale or missing export is refused (onnxruntime) or logged and replaced by torch
+//! (auto), and impossible backend/dtype/device pairs are refused with a clear error.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+use std::path::{Path, PathBuf};
+
+use polyhead_backbone::{Backend, Device, Dtype, Encoder, EncoderOptions, Error};
+
+fn model_dir() -> PathBuf {
+    std::env::var_os("POLYHEAD_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2")
+        })
+}
+
+fn shipped_export() -> PathBuf {
+    let mut s = model_dir().into_os_string();
+    s.push("-onnx");
+    PathBuf::from(s)
+}
+
+fn load(backend: Backend, dtype: Dtype, onnx_dir: Option<&Path>) -> Result<Encoder, Error> {
+    let mut o = EncoderOptions::default();
+    o.backend(backend)
+        .dtype(dtype)
+        .onnx_dir(onnx_dir.map(Path::to_owned));
+    Encoder::load(&model_dir(), &o)
+}
+
+/// A copy of the shipped export whose export.json has `edit` applied.
+fn edited_export(edit: impl Fn(&str) -> String) -> tempfile::TempDir {
+    let src = shipped_export();
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["model.onnx", "model.int8.onnx", "libonnxruntime.so"] {
+        std::os::unix::fs::symlink(
+            std::fs::canonicalize(src.join(f)).unwrap(),
+            dir.path().join(f),
+        )
+        .unwrap();
+    }
+    let meta = std::fs::read_to_string(src.join("export.json")).unwrap();
+    std::fs::write(dir.path().join("export.json"), edit(&meta)).unwrap();
+    dir
+}
+
+#[test]
+fn auto_uses_onnxruntime_with_the_shipped_export() {
+    let enc = load(Backend::Auto, Dtype::F32, None).unwrap();
+    assert_eq!(enc.info().backend, "onnxruntime");
+    assert_eq!(enc.info().dtype, "f32");
+    // Same features as torch, hence the same fingerprint.
+    let torch = load(Backend::Torch, Dtype::F32, None).unwrap();
+    assert_eq!(enc.info().fingerprint, torch.info().fingerprint);
+}
+
+#[test]
+fn a_copy_of_the_export_loads_and_an_edited_hash_is_refused() {
+    let same = edited_export(|m| m.to_owned());
+    let enc = load(Backend::OnnxRuntime, Dtype::F32, Some(same.path())).unwrap();
+    assert_eq!(enc.info().backend, "onnxruntime");
+
+    let stale = edited_export(|m| {
+        let at = m.find("\"source_model_sha256\": \"").unwrap() + 24;
+        let mut s = m.to_owned();
+        s.replace_range(at..at + 4, "0000");
+        s
+    });
+    let err = load(Backend::OnnxRuntime, Dtype::F32, Some(stale.path())).unwrap_err();
+    assert!(matches!(err, Error::Onnx(_)), "{err}");
+    assert!(
+        err.to_string().contains("exported from other weights"),
+        "{err}"
+    );
+    // auto does not serve a stale export either: it falls back to torch.
+    let enc = load(Backend::Auto, Dtype::F32, Some(stale.path())).unwrap();
+    assert_eq!(enc.info().backend, "torch");
+}
+
+#[test]
+fn a_missing_export_is_refused_by_onnxruntime_and_replaced_by_torch_under_auto() {
+    let empty = tempfile::tempdir().unwrap();
+    let err = load(Backend::OnnxRuntime, Dtype::F32, Some(empty.path())).unwrap_err();
+    assert!(err.to_string().contains("export.json"), "{err}");
+    assert!(err.to_string().contains("scripts/setup.sh"), "{err}");
+    let enc = load(Backend::Auto, Dtype::Auto, Some(empty.path())).unwrap();
+    assert_eq!(enc.info().backend, "torch");
+    // int8 exists only as an export: no silent change of dtype.
+    let err = load(Backend::Auto, Dtype::Int8, Some(empty.path())).unwrap_err();
+    assert!(err.to_string().contains("export.json"), "{err}");
+}
+
+#[test]
+fn impossible_combinations_are_refused() {
+    let err = load(Backend::Torch, Dtype::Int8, None).unwrap_err();
+    assert!(matches!(err, Error::InvalidOption(_)), "{err}");
+    assert!(err.to_string().contains("onnxruntime"), "{err}");
+    let err = load(Backend::OnnxRuntime, Dtype::Bf16, None).unwrap_err();
+    assert!(
+        err.to_string().contains("bf16 runs on the torch backend"),
+        "{err}"
+    );
+    let mut o = EncoderOptions::default();
+    o.backend(Backend::OnnxRuntime).device(Device::Cuda(0));
+    let err = Encoder::load(&model_dir(), &o).unwrap_err();
+    assert!(err.to_string().contains("CPU only"), "{err}");
+    let err = "tensorrt".parse::<Backend>().unwrap_err();
+    assert!(
+        err.to_string().contains("auto, torch or onnxruntime"),
+        "{err}"
+    );
+}
