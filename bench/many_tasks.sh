@@ -56,4 +56,4 @@ for n in 64 256; do
     --concurrency 8 --texts-per-request "$n" --json | show "cache_hits_${n}_per_request"
 done
 echo "{\"measure\":\"rss_after_runs_mb\",\"tasks\":$loaded,\"value\":$(rss)}"
-grep -o 'dtype=[a-z0-9]* backend=[a-z]*' "$OUT/server.log" | head -1 | sed 's/^/# server: /'
+sed 's/\x1b\[[0-9;]*m//g' "$OUT/server.log" | grep -o 'dtype=[a-z0-9]* backend=[a-z]*'  | head -1 | sed 's/^/# server: /'

@@ -2,7 +2,8 @@
 # Issue 9's comparison in one run: the in-process peers (bench/peers.py: PyTorch f32 /
 # bf16, ONNX Runtime f32 / int8, OpenVINO) and polyhead serving Classify over gRPC
 # (the shipped default, the int8 option, the torch reference), on the same ~72-token texts (the first 24
-# words of held-out reviews and emails; --unique so no cache helps), the same 2
+# words of held-out reviews and emails, ~33 tokens; the server's embedding cache is off, so
+# polyhead gets exactly the peers' texts and no cache helps), the same 2
 # threads. polyhead: best of 32 callers x 1 text and 8 callers x 8 texts, plus the p50
 # of one caller x one text. Prints JSON lines and a markdown table with the ratios.
 # The peers' Python packages are installed into the project venv on first use (one
@@ -43,16 +44,16 @@ CONFIGS=("default::" "onnxruntime int8:onnxruntime:int8" "torch f32:torch:f32")
 grep -qw amx_bf16 /proc/cpuinfo && CONFIGS+=("torch bf16:torch:bf16")
 for cfg in "${CONFIGS[@]}"; do
   IFS=: read -r name backend dtype <<<"$cfg"
-  POLYHEAD_LOG=warn,polyhead_server=info POLYHEAD__LOG__ACCESS=false POLYHEAD__BACKBONE__BACKEND=${backend:-auto} POLYHEAD__BACKBONE__DTYPE=${dtype:-auto} \
+  POLYHEAD_LOG=warn,polyhead_server=info POLYHEAD__LOG__ACCESS=false POLYHEAD__SERVER__CACHE_BYTES=0 POLYHEAD__BACKBONE__BACKEND=${backend:-auto} POLYHEAD__BACKBONE__DTYPE=${dtype:-auto} \
     POLYHEAD__BACKBONE__THREADS=2 "$BIN" serve \
     --addr 127.0.0.1:50581 --metrics-addr 127.0.0.1:9581 --store "$STORE" >"$OUT/server-${name// /-}.log" 2>&1 &
   PID=$!
   for _ in $(seq 1 600); do "$BIN" classify --addr 127.0.0.1:50581 --task spam warm >/dev/null 2>&1 && break; sleep 0.1; done
   log="$OUT/server-${name// /-}.log"
-  used="$(grep -o 'dtype=[a-z0-9]* backend=[a-z]*' "$log" | head -1 || echo "?")"
+  used="$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -o 'dtype=[a-z0-9]* backend=[a-z]*'  | head -1 || echo "?")"
   for shape in "32 1" "8 8" "1 1"; do
     read -r c n <<<"$shape"
-    "$BIN" bench --addr 127.0.0.1:50581 --input target/bench/peers.txt --task spam --unique --json \
+    "$BIN" bench --addr 127.0.0.1:50581 --input target/bench/peers.txt --task spam --json \
       --seconds "$SECS" --concurrency "$c" --texts-per-request "$n" \
       | python3 -c 'import json,sys; r=json.load(sys.stdin); print(json.dumps({"polyhead": sys.argv[1], "runs": sys.argv[4], "callers": int(sys.argv[2]), "texts_per_request": int(sys.argv[3]), "texts_per_s": r["texts_per_s"], "p50_ms": r["latency_ms"]["p50"], "p99_ms": r["latency_ms"]["p99"], "codes": r["codes"]}))' "$name" "$c" "$n" "$used" \
       | tee -a "$OUT/results.jsonl"

@@ -46,6 +46,13 @@ async fn health_info_and_cli_parity() {
     let cli_info: serde_json::Value = serde_json::from_str(&cli(&["info"], None)).unwrap();
     assert_eq!(info.fingerprint, cli_info["fingerprint"]);
     assert_eq!(info.dim, 384);
+    // The default backend: ONNX Runtime on a CPU without AMX-BF16 (setup.sh made the
+    // export), and the server and the CLI agree on it.
+    assert_eq!(info.backend, cli_info["backend"]);
+    let amx = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains(" amx_bf16"));
+    if !amx {
+        assert_eq!(info.backend, "onnxruntime", "{info:?}");
+    }
 
     // Embed == `polyhead embed` for the same texts.
     let t = texts();

@@ -44,7 +44,9 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 1)]
     pub texts_per_request: usize,
     /// Append a run-unique counter to every text so no request is an embedding-cache
-    /// hit (not even of an earlier run against the same server).
+    /// hit (not even of an earlier run against the same server). The suffix costs
+    /// ~8 tokens a text; to compare with runtimes that get the bare texts, serve with
+    /// `server.cache_bytes = 0` and leave this off (bench/peers.sh does).
     #[arg(long)]
     pub unique: bool,
     /// Per-request deadline in milliseconds (sent as grpc-timeout).
@@ -114,7 +116,7 @@ pub fn run(args: &LoadArgs, texts: Vec<String>, seconds: f64) -> Result<()> {
             args: args.clone(),
             nonce: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
+                .map_or(0, |d| d.subsec_nanos() ^ d.as_secs() as u32),
             texts,
             next: AtomicU64::new(0),
             client: InferenceClient::new(channel),
@@ -139,7 +141,7 @@ pub fn run(args: &LoadArgs, texts: Vec<String>, seconds: f64) -> Result<()> {
 struct Load {
     args: LoadArgs,
     /// Makes `--unique` texts differ from every earlier run's.
-    nonce: u128,
+    nonce: u32,
     texts: Vec<String>,
     next: AtomicU64,
     client: InferenceClient<Channel>,
@@ -164,7 +166,7 @@ impl Load {
                 let k = n as usize * a.texts_per_request + i;
                 let t = &self.texts[k % self.texts.len()];
                 if a.unique {
-                    format!("{t} #{}-{k}", self.nonce)
+                    format!("{t} #{:x}{k:x}", self.nonce)
                 } else {
                     t.clone()
                 }

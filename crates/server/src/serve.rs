@@ -12,11 +12,10 @@ use polyhead_api::v1::{inference_server::InferenceServer, registry_server::Regis
 use polyhead_backbone::EncoderHandle;
 use polyhead_heads::{is_postgres_url, HeadStore};
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codegen::{http, CompressionEncoding};
 use tonic::{
     service::interceptor::InterceptedService,
-    transport::{Identity, Server, ServerTlsConfig},
+    transport::{server::TcpIncoming, Identity, Server, ServerTlsConfig},
 };
 use tonic_health::ServingStatus;
 use tower::util::MapResponseLayer;
@@ -150,10 +149,15 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         .add_service(reflection_v1alpha)
         .add_service(inference)
         .add_service(registry)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            let failure = stop_rx.await.ok().flatten();
-            let _ = failure_tx.send(failure);
-        })
+        // TCP_NODELAY: without it a response of more than one segment waits for the
+        // client's delayed ACK (~40 ms on Linux): 64 cached texts took 44 ms a request.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async move {
+                let failure = stop_rx.await.ok().flatten();
+                let _ = failure_tx.send(failure);
+            },
+        )
         .await?;
     tracing::info!("stopped");
     match failure_rx.await {
