@@ -45,7 +45,7 @@ def main():
     # Eager attention exports the classic pattern ONNX Runtime's optimizer fuses into
     # one Attention operator (SDPA's does not fuse).
     model = transformers.AutoModel.from_pretrained(
-        model_dir, torch_dtype=torch.float32, attn_implementation="eager").eval()
+        model_dir, dtype=torch.float32, attn_implementation="eager").eval()
 
     class Transformer(torch.nn.Module):
         def __init__(self, m):

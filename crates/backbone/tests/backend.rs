@@ -2,17 +2,11 @@
 //! stale or missing export is refused (onnxruntime) or logged and replaced by torch
 //! (auto), and impossible backend/dtype/device pairs are refused with a clear error.
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+mod common;
 use std::path::{Path, PathBuf};
 
+use common::model_dir;
 use polyhead_backbone::{Backend, Device, Dtype, Encoder, EncoderOptions, Error};
-
-fn model_dir() -> PathBuf {
-    std::env::var_os("POLYHEAD_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2")
-        })
-}
 
 fn shipped_export() -> PathBuf {
     let mut s = model_dir().into_os_string();

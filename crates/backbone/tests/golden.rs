@@ -1,7 +1,9 @@
 //! Golden parity with Python sentence-transformers (fixture: scripts/golden.py).
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+mod common;
 use std::path::PathBuf;
 
+use common::model_dir;
 use polyhead_backbone::{Backend, Dtype, Encoder, EncoderOptions};
 use serde::Deserialize;
 
@@ -15,14 +17,6 @@ struct Fixture {
 struct Case {
     text: String,
     embedding: Vec<f32>,
-}
-
-fn model_dir() -> PathBuf {
-    std::env::var_os("POLYHEAD_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2")
-        })
 }
 
 fn fixture() -> Fixture {

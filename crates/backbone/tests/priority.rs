@@ -1,16 +1,10 @@
 //! The model thread serves inference before background work (issue 8, defect 9).
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
-use std::{future::Future, path::PathBuf, pin::Pin};
+mod common;
+use std::{future::Future, pin::Pin};
 
+use common::model_dir;
 use polyhead_backbone::{EncoderHandle, EncoderOptions};
-
-fn model_dir() -> PathBuf {
-    std::env::var_os("POLYHEAD_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2")
-        })
-}
 
 /// Polls `f` once; true when it finished.
 async fn poll_once<F: Future>(f: &mut Pin<Box<F>>) -> bool {
