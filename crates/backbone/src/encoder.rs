@@ -4,12 +4,13 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use tch::{nn::VarStore, Kind, Tensor};
-use tokenizers::{Tokenizer, TruncationParams};
+use tokenizers::Tokenizer;
 
 use crate::{
     bert::Bert,
     config::{read, BertConfig, Pooling, SentenceConfig},
     onnx::{self, OnnxModel},
+    tokenize::{load_tokenizer, token_ids},
     weights, BackboneInfo, Backend, Device, Dtype, EncoderOptions, Error, Result,
 };
 
@@ -394,69 +395,6 @@ fn pool_rows(
         }
     }
     out
-}
-
-/// Token ids of each text with `tokenizer`'s truncation, special tokens included.
-pub(crate) fn token_ids(tokenizer: &Tokenizer, texts: &[impl AsRef<str>]) -> Result<Vec<Vec<u32>>> {
-    let max_len = tokenizer.get_truncation().map(|t| t.max_length);
-    texts
-        .iter()
-        .map(|t| ids_of(tokenizer, t.as_ref(), max_len))
-        .collect()
-}
-
-/// Bytes per kept token of the prefix tried first for a long text: English runs at
-/// 4-6 bytes a token, CJK at 3; a text that needs more falls back to the whole.
-const PREFIX_BYTES_PER_TOKEN: usize = 12;
-
-/// The ids of one text. Truncation keeps only the first `max_len` tokens, yet the
-/// tokenizer would normalise and split all of a 64 KB text first; so a long text is
-/// tokenized from a prefix, and that answer is used only when it is provably the
-/// same: the prefix was itself truncated and every kept token ends before the
-/// prefix's last whitespace. BERT's normaliser and pre-tokenizer work per character
-/// and split at whitespace, so nothing after that whitespace can change a token
-/// before it. Otherwise (very long words, no whitespace) the whole text is used.
-fn ids_of(tokenizer: &Tokenizer, text: &str, max_len: Option<usize>) -> Result<Vec<u32>> {
-    let encode = |t: &str| {
-        tokenizer
-            .encode(t, true)
-            .map_err(|e| Error::Tokenize(e.to_string()))
-    };
-    if let Some(max_len) = max_len {
-        let mut cut = max_len.saturating_mul(PREFIX_BYTES_PER_TOKEN);
-        if text.len() > cut {
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            let prefix = &text[..cut];
-            if let Some(safe) = prefix.rfind(char::is_whitespace) {
-                let enc = encode(prefix)?;
-                let kept_end = enc.get_offsets().iter().map(|o| o.1).max().unwrap_or(0);
-                if !enc.get_overflowing().is_empty() && kept_end <= safe {
-                    return Ok(enc.get_ids().to_vec());
-                }
-            }
-        }
-    }
-    Ok(encode(text)?.get_ids().to_vec())
-}
-
-fn load_tokenizer(bytes: &[u8], path: &Path, max_len: usize) -> Result<Tokenizer> {
-    let err = |msg: String| Error::Tokenizer {
-        path: path.to_owned(),
-        msg,
-    };
-    let mut tokenizer = Tokenizer::from_bytes(bytes).map_err(|e| err(e.to_string()))?;
-    // tokenizer.json may carry its own (often 128, fixed-padding) settings; the
-    // sentence-transformers max_seq_length wins, and we pad per batch ourselves.
-    tokenizer.with_padding(None);
-    tokenizer
-        .with_truncation(Some(TruncationParams {
-            max_length: max_len,
-            ..Default::default()
-        }))
-        .map_err(|e| err(e.to_string()))?;
-    Ok(tokenizer)
 }
 
 /// sha256 over the weights, the tokenizer and the pooling config: two backbones with

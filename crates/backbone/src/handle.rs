@@ -161,7 +161,7 @@ impl EncoderHandle {
     /// Token ids per text (truncated, special tokens included), computed on the
     /// caller's thread: the tokenizer is shared, only the model is owned.
     pub fn tokenize(&self, texts: &[impl AsRef<str>]) -> Result<Vec<Vec<u32>>> {
-        crate::encoder::token_ids(&self.tokenizer, texts)
+        crate::tokenize::token_ids(&self.tokenizer, texts)
     }
 
     /// Embeds `texts` on the model thread.

@@ -22,6 +22,7 @@ mod error;
 mod handle;
 mod onnx;
 mod options;
+mod tokenize;
 mod weights;
 
 use std::path::PathBuf;

@@ -42,13 +42,9 @@ pub(crate) struct OnnxExport {
 /// The export folder used when none is configured: the model folder's path with
 /// `-onnx` appended.
 pub(crate) fn default_dir(model_dir: &Path) -> PathBuf {
-    let mut s = model_dir
-        .as_os_str()
-        .to_owned()
-        .to_string_lossy()
-        .trim_end_matches('/')
-        .to_owned();
-    s.push_str("-onnx");
+    // components() drops a trailing slash: "models/x/" -> "models/x-onnx".
+    let mut s = model_dir.components().as_path().as_os_str().to_owned();
+    s.push("-onnx");
     PathBuf::from(s)
 }
 
