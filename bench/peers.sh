@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 9's comparison in one run: the in-process peers (bench/peers.py: PyTorch f32 /
 # bf16, ONNX Runtime f32 / int8, OpenVINO) and polyhead serving Classify over gRPC
-# (the shipped default, the int8 option, the torch reference), on the same ~72-token texts (the first 24
+# (the shipped default, the int8 option, the openvino backend at f32, the torch reference), on the same ~72-token texts (the first 24
 # words of held-out reviews and emails, ~33 tokens; the server's embedding cache is off, so
 # polyhead gets exactly the peers' texts and no cache helps), the same 2
 # threads. polyhead: best of 32 callers x 1 text and 8 callers x 8 texts, plus the p50
@@ -19,7 +19,7 @@ SECS="${1:-10}"
 OUT=target/peers
 mkdir -p "$OUT" target/bench
 python -c "import onnxruntime, openvino, onnx, onnxscript" 2>/dev/null \
-  || python -m pip install -q "onnxruntime==1.31.1" openvino onnx onnxscript
+  || python -m pip install -q "onnxruntime==1.31.1" "openvino==2026.4.1" onnx onnxscript
 python3 - <<'PY'
 import json
 out = []
@@ -38,9 +38,9 @@ if ! "$BIN" tasks --store "$STORE" | grep -q '"task":"spam"'; then
   "$BIN" train --task spam --data "$OUT/train.jsonl" --store "$STORE" --json > /dev/null
 fi
 # polyhead's configurations: the shipped default (backend auto: ONNX Runtime f32 on
-# CPUs without AMX, torch bf16 with it), the int8 option, and the torch reference (and
-# torch bf16 where AMX runs it natively).
-CONFIGS=("default::" "onnxruntime int8:onnxruntime:int8" "torch f32:torch:f32")
+# CPUs without AMX, OpenVINO bf16 with it), the int8 option, OpenVINO at f32, and the
+# torch reference (and torch bf16 where AMX runs it natively).
+CONFIGS=("default::" "onnxruntime int8:onnxruntime:int8" "openvino f32:openvino:f32" "torch f32:torch:f32")
 grep -qw amx_bf16 /proc/cpuinfo && CONFIGS+=("torch bf16:torch:bf16")
 for cfg in "${CONFIGS[@]}"; do
   IFS=: read -r name backend dtype <<<"$cfg"

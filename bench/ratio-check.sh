@@ -40,9 +40,11 @@ for _ in $(seq 300); do "$BIN" health --addr "127.0.0.1:$GRPC" >/dev/null 2>&1 &
 "$BIN" health --addr "127.0.0.1:$GRPC" >/dev/null
 USED="$(sed 's/\x1b\[[0-9;]*m//g' "$OUT/server.log" | grep -o 'dtype=[a-z0-9]* backend=[a-z]*' | head -1 || true)"
 echo "ratio-check: the default configuration runs $USED"
-if ! grep -qw amx_bf16 /proc/cpuinfo && [[ "$USED" != *backend=onnxruntime* ]] \
-   && [[ -z "${POLYHEAD__BACKBONE__BACKEND:-}" ]]; then
-  echo "ratio-check: the default should run ONNX Runtime on this CPU (no AMX), but runs: ${USED:-?}" >&2
+# The default's backend: OpenVINO (bf16) on CPUs with AMX, ONNX Runtime elsewhere.
+WANT=onnxruntime
+grep -qw amx_bf16 /proc/cpuinfo && WANT=openvino
+if [[ "$USED" != *backend=$WANT* ]] && [[ -z "${POLYHEAD__BACKBONE__BACKEND:-}" ]]; then
+  echo "ratio-check: the default should run $WANT on this CPU, but runs: ${USED:-?}" >&2
   exit 1
 fi
 for round in 1 2 3; do

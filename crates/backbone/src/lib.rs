@@ -1,5 +1,5 @@
-//! The frozen backbone of polyhead: a BERT-family text encoder (tch, or ONNX Runtime on
-//! an exported graph) that turns texts
+//! The frozen backbone of polyhead: a BERT-family text encoder (tch, or ONNX Runtime or
+//! OpenVINO on an exported graph) that turns texts
 //! into one pooled (and, if the checkpoint says so, L2-normalised) vector each.
 //!
 //! ```no_run
@@ -22,6 +22,7 @@ mod error;
 mod handle;
 mod onnx;
 mod options;
+mod ov;
 mod tokenize;
 mod weights;
 
@@ -56,6 +57,6 @@ pub struct BackboneInfo {
     pub device: String,
     /// Dtype of weights and activations.
     pub dtype: String,
-    /// What runs the transformer: `torch` or `onnxruntime`.
+    /// What runs the transformer: `torch`, `onnxruntime` or `openvino`.
     pub backend: String,
 }

@@ -28,6 +28,9 @@ struct ExportMeta {
 struct ExportFiles {
     f32: String,
     int8: String,
+    /// The OpenVINO IR's `.xml` (format v2 on).
+    #[serde(default)]
+    openvino: Option<String>,
 }
 
 /// An export found next to a model, checked against the weights it claims to come from.
@@ -48,6 +51,82 @@ pub(crate) fn default_dir(model_dir: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// What to run when an export is missing or stale.
+pub(crate) const FIX: &str = "run scripts/setup.sh (or scripts/export_onnx.py MODEL_DIR ONNX_DIR)";
+
+/// Reads `export.json` in `dir` and checks that the export was made from exactly
+/// `weights` (sha256).
+fn read_meta(dir: &Path, weights: &[u8]) -> Result<ExportMeta> {
+    let meta_path = dir.join("export.json");
+    let bytes = std::fs::read(&meta_path)
+        .map_err(|e| Error::Onnx(format!("{}: {e}; {FIX}", meta_path.display())))?;
+    let meta: ExportMeta = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+        path: meta_path.clone(),
+        source,
+    })?;
+    if !matches!(
+        meta.format.as_str(),
+        "polyhead-onnx-v1" | "polyhead-onnx-v2"
+    ) {
+        return Err(Error::Onnx(format!(
+            "{}: unknown format {:?}; {FIX}",
+            meta_path.display(),
+            meta.format
+        )));
+    }
+    let actual = hex::encode(Sha256::digest(weights));
+    if meta.source_model_sha256 != actual {
+        return Err(Error::Onnx(format!(
+            "{} was exported from other weights (sha256 {}..., the model folder's is {}...); {FIX}",
+            dir.display(),
+            meta.source_model_sha256.get(..12).unwrap_or("?"),
+            &actual[..12]
+        )));
+    }
+    Ok(meta)
+}
+
+/// The OpenVINO IR (`.xml`, its weights in the `.bin` beside it) of the export in
+/// `dir`, checked against `weights`.
+pub(crate) fn openvino_ir(dir: &Path, weights: &[u8]) -> Result<PathBuf> {
+    let meta = read_meta(dir, weights)?;
+    let Some(file) = meta.files.openvino else {
+        return Err(Error::Onnx(format!(
+            "{} has no OpenVINO IR (an export older than the openvino backend); {FIX}",
+            dir.display()
+        )));
+    };
+    let xml = dir.join(file);
+    if !xml.is_file() || !xml.with_extension("bin").is_file() {
+        return Err(Error::Onnx(format!("{} is missing; {FIX}", xml.display())));
+    }
+    Ok(xml)
+}
+
+/// A shared library: `configured`, else `env` when set, else `default`; canonical, so
+/// two names of one library (a link and its target) are one library.
+pub(crate) fn library(
+    configured: Option<&Path>,
+    env: Option<&str>,
+    default: PathBuf,
+    what: &str,
+) -> Result<PathBuf> {
+    let lib = match configured {
+        Some(l) => l.to_owned(),
+        None => env
+            .and_then(std::env::var_os)
+            .map(PathBuf::from)
+            .unwrap_or(default),
+    };
+    match std::fs::canonicalize(&lib) {
+        Ok(l) if l.is_file() => Ok(l),
+        _ => Err(Error::Onnx(format!(
+            "{what} library {} not found; {FIX}",
+            lib.display()
+        ))),
+    }
+}
+
 /// Finds the export for `dtype` (f32 or int8) in `dir` and the library, and checks
 /// that the export was made from exactly `weights` (sha256). Every failure says what
 /// to run.
@@ -57,62 +136,29 @@ pub(crate) fn locate(
     dtype: Dtype,
     weights: &[u8],
 ) -> Result<OnnxExport> {
-    let meta_path = dir.join("export.json");
-    let fix = "run scripts/setup.sh (or scripts/export_onnx.py MODEL_DIR ONNX_DIR)";
-    let bytes = std::fs::read(&meta_path)
-        .map_err(|e| Error::Onnx(format!("{}: {e}; {fix}", meta_path.display())))?;
-    let meta: ExportMeta = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
-        path: meta_path.clone(),
-        source,
-    })?;
-    if meta.format != "polyhead-onnx-v1" {
-        return Err(Error::Onnx(format!(
-            "{}: unknown format {:?}; {fix}",
-            meta_path.display(),
-            meta.format
-        )));
-    }
-    let actual = hex::encode(Sha256::digest(weights));
-    if meta.source_model_sha256 != actual {
-        return Err(Error::Onnx(format!(
-            "{} was exported from other weights (sha256 {}..., the model folder's is {}...); {fix}",
-            dir.display(),
-            meta.source_model_sha256.get(..12).unwrap_or("?"),
-            &actual[..12]
-        )));
-    }
+    let meta = read_meta(dir, weights)?;
     let file = match dtype {
         Dtype::F32 => &meta.files.f32,
         Dtype::Int8 => &meta.files.int8,
         other => {
             return Err(Error::InvalidOption(format!(
-                "the onnxruntime backend runs f32 or int8, not {other} (bf16 runs on the torch backend)"
+                "the onnxruntime backend runs f32 or int8, not {other} (bf16 runs on the openvino and torch backends)"
             )))
         }
     };
     let model = dir.join(file);
     if !model.is_file() {
         return Err(Error::Onnx(format!(
-            "{} is missing; {fix}",
+            "{} is missing; {FIX}",
             model.display()
         )));
     }
-    let lib = match lib {
-        Some(l) => l.to_owned(),
-        None => std::env::var_os("ORT_DYLIB_PATH")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| dir.join("libonnxruntime.so")),
-    };
-    // Canonical, so two names of one library (a link and its target) are one library.
-    let lib = match std::fs::canonicalize(&lib) {
-        Ok(l) if l.is_file() => l,
-        _ => {
-            return Err(Error::Onnx(format!(
-            "ONNX Runtime library {} not found (set backbone.onnxruntime_lib or ORT_DYLIB_PATH); {fix}",
-            lib.display()
-        )))
-        }
-    };
+    let lib = library(
+        lib,
+        Some("ORT_DYLIB_PATH"),
+        dir.join("libonnxruntime.so"),
+        "ONNX Runtime (set backbone.onnxruntime_lib or ORT_DYLIB_PATH)",
+    )?;
     Ok(OnnxExport { model, lib })
 }
 

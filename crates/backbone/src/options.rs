@@ -83,8 +83,8 @@ impl Device {
     }
 }
 
-/// What runs the transformer. In configuration it is the string `auto`, `torch` or
-/// `onnxruntime`.
+/// What runs the transformer. In configuration it is the string `auto`, `torch`,
+/// `onnxruntime` or `openvino`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum Backend {
@@ -93,8 +93,12 @@ pub enum Backend {
     /// ONNX Runtime's CPU execution provider, on the graph `scripts/export_onnx.py`
     /// wrote (operators fused offline), f32 or int8; the library is loaded at start.
     OnnxRuntime,
-    /// `onnxruntime` on a CPU when a matching export and the library are there and
-    /// the dtype is one it runs (f32, int8); `torch` otherwise (CUDA, bf16, no export).
+    /// OpenVINO's CPU plugin on the export's OpenVINO IR, f32 or bf16 (bf16 where
+    /// the CPU runs it natively); the library is loaded at start.
+    OpenVino,
+    /// On a CPU: `openvino` for bf16 (the dtype `auto` picks on CPUs with AMX),
+    /// `onnxruntime` for f32 and int8, each when a matching export and its library
+    /// are there; `torch` otherwise (CUDA, no export).
     Auto,
 }
 
@@ -104,9 +108,10 @@ impl FromStr for Backend {
         match s {
             "torch" | "tch" | "libtorch" => Ok(Backend::Torch),
             "onnxruntime" | "ort" | "onnx" => Ok(Backend::OnnxRuntime),
+            "openvino" | "ov" => Ok(Backend::OpenVino),
             "auto" => Ok(Backend::Auto),
             _ => Err(Error::InvalidOption(format!(
-                "backend {s:?}: use auto, torch or onnxruntime"
+                "backend {s:?}: use auto, torch, onnxruntime or openvino"
             ))),
         }
     }
@@ -117,6 +122,7 @@ impl fmt::Display for Backend {
         f.write_str(match self {
             Backend::Torch => "torch",
             Backend::OnnxRuntime => "onnxruntime",
+            Backend::OpenVino => "openvino",
             Backend::Auto => "auto",
         })
     }
@@ -143,7 +149,8 @@ impl From<Backend> for String {
 pub enum Dtype {
     /// 32-bit float: reference-exact.
     F32,
-    /// bfloat16: ~7x faster matmuls on CPUs with AMX, cosine ~0.999 to f32.
+    /// bfloat16: ~7x faster matmuls on CPUs with AMX, cosine ~0.999 to f32 (torch and
+    /// openvino backends).
     Bf16,
     /// int8 weights, dynamically quantised activations (the `onnxruntime` backend's
     /// `model.int8.onnx`): faster on CPUs, cosine ~0.99 to f32, not reference-exact.
@@ -219,6 +226,7 @@ pub struct EncoderOptions {
     pub(crate) batch_size: usize,
     pub(crate) onnx_dir: Option<PathBuf>,
     pub(crate) onnxruntime_lib: Option<PathBuf>,
+    pub(crate) openvino_lib: Option<PathBuf>,
 }
 
 impl Default for EncoderOptions {
@@ -231,6 +239,7 @@ impl Default for EncoderOptions {
             batch_size: 32,
             onnx_dir: None,
             onnxruntime_lib: None,
+            openvino_lib: None,
         }
     }
 }
@@ -251,6 +260,12 @@ impl EncoderOptions {
     /// `libonnxruntime.so` in the ONNX folder (scripts/setup.sh links it there).
     pub fn onnxruntime_lib(&mut self, lib: Option<PathBuf>) -> &mut Self {
         self.onnxruntime_lib = lib;
+        self
+    }
+    /// OpenVINO's C library (`libopenvino_c.so`); default: the one in the ONNX folder
+    /// (scripts/setup.sh links it there from the `openvino` wheel).
+    pub fn openvino_lib(&mut self, lib: Option<PathBuf>) -> &mut Self {
+        self.openvino_lib = lib;
         self
     }
     /// Device to run on (default cpu).

@@ -1,6 +1,7 @@
-//! Choosing the backend: `auto` takes ONNX Runtime only with a matching export, a
-//! stale or missing export is refused (onnxruntime) or logged and replaced by torch
-//! (auto), and impossible backend/dtype/device pairs are refused with a clear error.
+//! Choosing the backend: `auto` takes ONNX Runtime (f32, int8) or OpenVINO (bf16) only
+//! with a matching export, a stale or missing export is refused (onnxruntime,
+//! openvino) or logged and replaced by torch (auto), and impossible
+//! backend/dtype/device pairs are refused with a clear error.
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 mod common;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,14 @@ fn load(backend: Backend, dtype: Dtype, onnx_dir: Option<&Path>) -> Result<Encod
 fn edited_export(edit: impl Fn(&str) -> String) -> tempfile::TempDir {
     let src = shipped_export();
     let dir = tempfile::tempdir().unwrap();
-    for f in ["model.onnx", "model.int8.onnx", "libonnxruntime.so"] {
+    for f in [
+        "model.onnx",
+        "model.int8.onnx",
+        "model.openvino.xml",
+        "model.openvino.bin",
+        "libonnxruntime.so",
+        "libopenvino_c.so",
+    ] {
         std::os::unix::fs::symlink(
             std::fs::canonicalize(src.join(f)).unwrap(),
             dir.path().join(f),
@@ -66,9 +74,40 @@ fn a_copy_of_the_export_loads_and_an_edited_hash_is_refused() {
         err.to_string().contains("exported from other weights"),
         "{err}"
     );
+    let err = load(Backend::OpenVino, Dtype::F32, Some(stale.path())).unwrap_err();
+    assert!(
+        err.to_string().contains("exported from other weights"),
+        "{err}"
+    );
     // auto does not serve a stale export either: it falls back to torch.
     let enc = load(Backend::Auto, Dtype::F32, Some(stale.path())).unwrap();
     assert_eq!(enc.info().backend, "torch");
+    let enc = load(Backend::Auto, Dtype::Bf16, Some(stale.path())).unwrap();
+    assert_eq!(enc.info().backend, "torch");
+    assert_eq!(enc.info().dtype, "bf16");
+}
+
+#[test]
+fn openvino_loads_the_shipped_export_and_auto_takes_it_for_bf16() {
+    let enc = load(Backend::OpenVino, Dtype::F32, None).unwrap();
+    assert_eq!(enc.info().backend, "openvino");
+    assert_eq!(enc.info().dtype, "f32");
+    let torch = load(Backend::Torch, Dtype::F32, None).unwrap();
+    assert_eq!(enc.info().fingerprint, torch.info().fingerprint);
+    // bf16 is OpenVINO's under auto (the dtype reported is the one it compiled).
+    let enc = load(Backend::Auto, Dtype::Bf16, None).unwrap();
+    assert_eq!(enc.info().backend, "openvino");
+    // An export made before the openvino backend (format v1, no IR) is refused by
+    // openvino, with what to run, and auto keeps ONNX Runtime for f32.
+    let old = edited_export(|m| {
+        m.replace("polyhead-onnx-v2", "polyhead-onnx-v1")
+            .replace("\"openvino\": \"model.openvino.xml\"", "\"x\": \"y\"")
+    });
+    let err = load(Backend::OpenVino, Dtype::F32, Some(old.path())).unwrap_err();
+    assert!(err.to_string().contains("no OpenVINO IR"), "{err}");
+    assert!(err.to_string().contains("scripts/setup.sh"), "{err}");
+    let enc = load(Backend::Auto, Dtype::F32, Some(old.path())).unwrap();
+    assert_eq!(enc.info().backend, "onnxruntime");
 }
 
 #[test]
@@ -91,16 +130,26 @@ fn impossible_combinations_are_refused() {
     assert!(err.to_string().contains("onnxruntime"), "{err}");
     let err = load(Backend::OnnxRuntime, Dtype::Bf16, None).unwrap_err();
     assert!(
-        err.to_string().contains("bf16 runs on the torch backend"),
+        err.to_string()
+            .contains("bf16 runs on the openvino and torch backends"),
         "{err}"
     );
-    let mut o = EncoderOptions::default();
-    o.backend(Backend::OnnxRuntime).device(Device::Cuda(0));
-    let err = Encoder::load(&model_dir(), &o).unwrap_err();
-    assert!(err.to_string().contains("CPU only"), "{err}");
+    let err = load(Backend::OpenVino, Dtype::Int8, None).unwrap_err();
+    assert!(matches!(err, Error::InvalidOption(_)), "{err}");
+    assert!(
+        err.to_string().contains("int8 runs on onnxruntime"),
+        "{err}"
+    );
+    for backend in [Backend::OnnxRuntime, Backend::OpenVino] {
+        let mut o = EncoderOptions::default();
+        o.backend(backend).device(Device::Cuda(0));
+        let err = Encoder::load(&model_dir(), &o).unwrap_err();
+        assert!(err.to_string().contains("CPU only"), "{err}");
+    }
     let err = "tensorrt".parse::<Backend>().unwrap_err();
     assert!(
-        err.to_string().contains("auto, torch or onnxruntime"),
+        err.to_string()
+            .contains("auto, torch, onnxruntime or openvino"),
         "{err}"
     );
 }

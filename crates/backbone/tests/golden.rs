@@ -118,6 +118,45 @@ fn onnxruntime_f32_matches_sentence_transformers() {
     );
 }
 
+#[test]
+fn openvino_f32_matches_sentence_transformers() {
+    let (min, text) = min_cosine_on(Backend::OpenVino, Dtype::F32);
+    eprintln!("openvino f32 min cosine vs reference: {min:.7} ({text:?})");
+    assert!(
+        min >= 0.9999,
+        "openvino f32 cosine {min} < 0.9999 for {text:?}"
+    );
+}
+
+/// OpenVINO's bf16 is what `auto` serves on CPUs with AMX: it must hold the same
+/// bound as torch's bf16. On a CPU without native bf16 OpenVINO compiles f32 and the
+/// encoder must say so (then the f32 bound holds).
+#[test]
+fn openvino_bf16_is_close_to_reference_or_reported_as_f32() {
+    let enc = encoder_on(Backend::OpenVino, Dtype::Bf16, 8);
+    let dtype = enc.info().dtype.clone();
+    let native = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
+        c.split_whitespace()
+            .any(|f| f == "amx_bf16" || f == "avx512_bf16")
+    });
+    if !native {
+        assert_eq!(dtype, "f32", "no native bf16 here, yet reported {dtype}");
+    }
+    drop(enc);
+    let (min, text) = min_cosine_on(Backend::OpenVino, Dtype::Bf16);
+    eprintln!("openvino {dtype} (asked bf16) min cosine vs reference: {min:.7} ({text:?})");
+    let bound = if dtype == "bf16" { 0.999 } else { 0.9999 };
+    assert!(
+        min >= bound,
+        "openvino {dtype} cosine {min} < {bound} for {text:?}"
+    );
+}
+
+#[test]
+fn openvino_batched_equals_one_by_one() {
+    batched_equals_one_by_one_on(Backend::OpenVino);
+}
+
 /// int8 is an option with a stated accuracy cost, not the default: BENCHMARKS.md
 /// gives the measured worst case and mean, and this holds them.
 #[test]

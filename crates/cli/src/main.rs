@@ -62,7 +62,7 @@ pub struct BackboneArgs {
     /// auto (bf16 on AMX CPUs and GPUs, else f32), f32, bf16 or int8 (backbone.dtype).
     #[arg(long)]
     dtype: Option<String>,
-    /// auto, torch or onnxruntime (backbone.backend).
+    /// auto, torch, onnxruntime or openvino (backbone.backend).
     #[arg(long)]
     backend: Option<String>,
     /// cpu, cuda or cuda:N (backbone.device).

@@ -32,12 +32,14 @@ pub enum SettingsError {
 pub struct BackboneSettings {
     /// Checkpoint folder.
     pub model_dir: PathBuf,
-    /// `auto`, `torch` or `onnxruntime`.
+    /// `auto`, `torch`, `onnxruntime` or `openvino`.
     pub backend: Backend,
     /// Folder of the ONNX export; empty = `<model_dir>-onnx`.
     pub onnx_dir: PathBuf,
     /// ONNX Runtime's library; empty = `$ORT_DYLIB_PATH`, else the one in `onnx_dir`.
     pub onnxruntime_lib: PathBuf,
+    /// OpenVINO's C library; empty = the one in `onnx_dir`.
+    pub openvino_lib: PathBuf,
     /// `cpu`, `cuda`, `cuda:N`.
     pub device: Device,
     /// `auto`, `f32`, `bf16` or `int8`.
@@ -264,6 +266,7 @@ impl Settings {
         o.backend(self.backbone.backend)
             .onnx_dir(path(&self.backbone.onnx_dir))
             .onnxruntime_lib(path(&self.backbone.onnxruntime_lib))
+            .openvino_lib(path(&self.backbone.openvino_lib))
             .device(self.backbone.device)
             .dtype(self.backbone.dtype)
             .threads(self.backbone.threads)
