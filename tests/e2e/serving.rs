@@ -46,13 +46,20 @@ async fn health_info_and_cli_parity() {
     let cli_info: serde_json::Value = serde_json::from_str(&cli(&["info"], None)).unwrap();
     assert_eq!(info.fingerprint, cli_info["fingerprint"]);
     assert_eq!(info.dim, 384);
-    // The default backend: ONNX Runtime on a CPU without AMX-BF16 (setup.sh made the
-    // export), and the server and the CLI agree on it.
+    // The default backend: ONNX Runtime on a CPU without AMX-BF16, OpenVINO (bf16)
+    // with it (setup.sh made the export), and the server and the CLI agree on it.
     assert_eq!(info.backend, cli_info["backend"]);
     let amx = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains(" amx_bf16"));
-    if !amx {
-        assert_eq!(info.backend, "onnxruntime", "{info:?}");
-    }
+    let (backend, dtype) = if amx {
+        ("openvino", "bf16")
+    } else {
+        ("onnxruntime", "f32")
+    };
+    assert_eq!(
+        (info.backend.as_str(), info.dtype.as_str()),
+        (backend, dtype),
+        "{info:?}"
+    );
 
     // Embed == `polyhead embed` for the same texts.
     let t = texts();
@@ -146,6 +153,53 @@ async fn health_info_and_cli_parity() {
         (v.head_kind.as_str(), v.selection.as_str()),
         (info.head_kind.as_str(), info.selection.as_str())
     );
+}
+
+/// Each backend a server can be configured with serves the reference embeddings
+/// (libtorch f32 through the CLI) over gRPC.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_cpu_backend_serves_the_reference_embeddings() {
+    let t = texts();
+    let reference: Vec<Vec<f32>> = cli(
+        &["embed", "--backend", "torch", "--dtype", "f32"],
+        Some(&(t.join("\n") + "\n")),
+    )
+    .lines()
+    .map(|l| {
+        serde_json::from_value(
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["embedding"].clone(),
+        )
+        .unwrap()
+    })
+    .collect();
+    assert_eq!(reference.len(), t.len());
+    for backend in ["onnxruntime", "openvino", "torch"] {
+        let server = Server::start(&[
+            ("POLYHEAD__BACKBONE__BACKEND", backend),
+            ("POLYHEAD__BACKBONE__DTYPE", "f32"),
+        ]);
+        server.wait_serving().await;
+        let mut client = server.inference().await;
+        let info = client.info(InfoRequest {}).await.unwrap().into_inner();
+        assert_eq!(
+            (info.backend.as_str(), info.dtype.as_str()),
+            (backend, "f32")
+        );
+        let emb = client
+            .embed(EmbedRequest { texts: t.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        for (a, b) in emb.embeddings.iter().zip(&reference) {
+            let diff = a
+                .values
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(diff <= 1e-4, "{backend}: differs from torch f32 by {diff}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
