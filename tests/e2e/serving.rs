@@ -10,6 +10,29 @@ use polyhead_e2e::{cli, spam_examples, Server};
 use polyhead_heads::{FsHeadStore, HeadStore};
 use tonic_health::pb::health_check_response::ServingStatus;
 
+/// `polyhead embed ARGS` of `texts`, one row each.
+fn cli_embeddings(args: &[&str], texts: &[String]) -> Vec<Vec<f32>> {
+    let args: Vec<&str> = std::iter::once("embed")
+        .chain(args.iter().copied())
+        .collect();
+    cli(&args, Some(&(texts.join("\n") + "\n")))
+        .lines()
+        .map(|l| {
+            let row = serde_json::from_str::<serde_json::Value>(l).unwrap();
+            serde_json::from_value(row["embedding"].clone()).unwrap()
+        })
+        .collect()
+}
+
+/// The largest difference between served embeddings and reference rows.
+fn max_abs_diff(served: &[polyhead_api::v1::Embedding], rows: &[Vec<f32>]) -> f32 {
+    served
+        .iter()
+        .zip(rows)
+        .flat_map(|(a, b)| a.values.iter().zip(b).map(|(x, y)| (x - y).abs()))
+        .fold(0f32, f32::max)
+}
+
 fn texts() -> Vec<String> {
     [
         "Claim your free prize now!!!",
@@ -68,25 +91,10 @@ async fn health_info_and_cli_parity() {
         .await
         .unwrap()
         .into_inner();
-    let cli_rows: Vec<Vec<f32>> = cli(&["embed"], Some(&(t.join("\n") + "\n")))
-        .lines()
-        .map(|l| {
-            serde_json::from_value(
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["embedding"].clone(),
-            )
-            .unwrap()
-        })
-        .collect();
+    let cli_rows = cli_embeddings(&[], &t);
     assert_eq!(emb.embeddings.len(), cli_rows.len());
-    for (a, b) in emb.embeddings.iter().zip(&cli_rows) {
-        let diff = a
-            .values
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
-        assert!(diff <= 1e-5, "server vs CLI embedding differ by {diff}");
-    }
+    let diff = max_abs_diff(&emb.embeddings, &cli_rows);
+    assert!(diff <= 1e-5, "server vs CLI embedding differ by {diff}");
 
     // TrainHead over RPC; Classify serves the new task at once, without restart.
     let (version, progress) = train_rpc(&server, "spam", 1).await;
@@ -160,18 +168,7 @@ async fn health_info_and_cli_parity() {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_cpu_backend_serves_the_reference_embeddings() {
     let t = texts();
-    let reference: Vec<Vec<f32>> = cli(
-        &["embed", "--backend", "torch", "--dtype", "f32"],
-        Some(&(t.join("\n") + "\n")),
-    )
-    .lines()
-    .map(|l| {
-        serde_json::from_value(
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["embedding"].clone(),
-        )
-        .unwrap()
-    })
-    .collect();
+    let reference = cli_embeddings(&["--backend", "torch", "--dtype", "f32"], &t);
     assert_eq!(reference.len(), t.len());
     for backend in ["onnxruntime", "openvino", "torch"] {
         let server = Server::start(&[
@@ -190,15 +187,9 @@ async fn every_cpu_backend_serves_the_reference_embeddings() {
             .await
             .unwrap()
             .into_inner();
-        for (a, b) in emb.embeddings.iter().zip(&reference) {
-            let diff = a
-                .values
-                .iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0f32, f32::max);
-            assert!(diff <= 1e-4, "{backend}: differs from torch f32 by {diff}");
-        }
+        assert_eq!(emb.embeddings.len(), reference.len());
+        let diff = max_abs_diff(&emb.embeddings, &reference);
+        assert!(diff <= 1e-4, "{backend}: differs from torch f32 by {diff}");
     }
 }
 
