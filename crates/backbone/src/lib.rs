@@ -23,6 +23,7 @@ mod handle;
 mod onnx;
 mod options;
 mod ov;
+mod plan;
 mod tokenize;
 mod weights;
 

@@ -18,19 +18,19 @@ use crate::{Dtype, Error, Result};
 
 /// `export.json`, written last by the exporter.
 #[derive(Debug, Deserialize)]
-struct ExportMeta {
+pub(crate) struct ExportMeta {
     format: String,
     source_model_sha256: String,
-    files: ExportFiles,
+    pub(crate) files: ExportFiles,
 }
 
 #[derive(Debug, Deserialize)]
-struct ExportFiles {
+pub(crate) struct ExportFiles {
     f32: String,
     int8: String,
     /// The OpenVINO IR's `.xml` (format v2 on).
     #[serde(default)]
-    openvino: Option<String>,
+    pub(crate) openvino: Option<String>,
 }
 
 /// An export found next to a model, checked against the weights it claims to come from.
@@ -56,7 +56,7 @@ pub(crate) const FIX: &str = "run scripts/setup.sh (or scripts/export_onnx.py MO
 
 /// Reads `export.json` in `dir` and checks that the export was made from exactly
 /// `weights` (sha256).
-fn read_meta(dir: &Path, weights: &[u8]) -> Result<ExportMeta> {
+pub(crate) fn read_meta(dir: &Path, weights: &[u8]) -> Result<ExportMeta> {
     let meta_path = dir.join("export.json");
     let bytes = std::fs::read(&meta_path)
         .map_err(|e| Error::Onnx(format!("{}: {e}; {FIX}", meta_path.display())))?;
@@ -84,23 +84,6 @@ fn read_meta(dir: &Path, weights: &[u8]) -> Result<ExportMeta> {
         )));
     }
     Ok(meta)
-}
-
-/// The OpenVINO IR (`.xml`, its weights in the `.bin` beside it) of the export in
-/// `dir`, checked against `weights`.
-pub(crate) fn openvino_ir(dir: &Path, weights: &[u8]) -> Result<PathBuf> {
-    let meta = read_meta(dir, weights)?;
-    let Some(file) = meta.files.openvino else {
-        return Err(Error::Onnx(format!(
-            "{} has no OpenVINO IR (an export older than the openvino backend); {FIX}",
-            dir.display()
-        )));
-    };
-    let xml = dir.join(file);
-    if !xml.is_file() || !xml.with_extension("bin").is_file() {
-        return Err(Error::Onnx(format!("{} is missing; {FIX}", xml.display())));
-    }
-    Ok(xml)
 }
 
 /// A shared library: `configured`, else `env` when set, else `default`; canonical, so

@@ -14,7 +14,10 @@ use openvino::{
     Tensor,
 };
 
-use crate::{Dtype, Error, Result};
+use crate::{
+    onnx::{library, read_meta, FIX},
+    Dtype, Error, Result,
+};
 
 fn err(what: &str) -> impl Fn(openvino::InferenceError) -> Error + '_ {
     move |e| Error::OpenVino(format!("{what}: {e}"))
@@ -41,11 +44,44 @@ fn load_library(lib: &Path) -> Result<()> {
     }
 }
 
-/// The IR and the library, found and checked by [`crate::onnx`].
+/// The IR and the library, found and checked by [`locate`].
 #[derive(Debug, Clone)]
 pub(crate) struct OvExport {
-    pub(crate) xml: PathBuf,
-    pub(crate) lib: PathBuf,
+    xml: PathBuf,
+    lib: PathBuf,
+}
+
+/// Finds the OpenVINO IR (`.xml`, its weights in the `.bin` beside it) of the export
+/// in `dir` and the C library (`lib`, else `libopenvino_c.so` in `dir`), and checks
+/// that the export was made from exactly `weights`. Every failure says what to run.
+pub(crate) fn locate(dir: &Path, lib: Option<&Path>, weights: &[u8]) -> Result<OvExport> {
+    // The export checks are shared with ONNX Runtime; their errors are OpenVINO's here.
+    let as_openvino = |e: Error| match e {
+        Error::Onnx(m) => Error::OpenVino(m),
+        e => e,
+    };
+    let meta = read_meta(dir, weights).map_err(as_openvino)?;
+    let Some(file) = meta.files.openvino else {
+        return Err(Error::OpenVino(format!(
+            "{} has no OpenVINO IR (an export older than the openvino backend); {FIX}",
+            dir.display()
+        )));
+    };
+    let xml = dir.join(file);
+    if !xml.is_file() || !xml.with_extension("bin").is_file() {
+        return Err(Error::OpenVino(format!(
+            "{} is missing; {FIX}",
+            xml.display()
+        )));
+    }
+    let lib = library(
+        lib,
+        None,
+        dir.join("libopenvino_c.so"),
+        "OpenVINO C (set backbone.openvino_lib)",
+    )
+    .map_err(as_openvino)?;
+    Ok(OvExport { xml, lib })
 }
 
 /// One compiled model and its (reused) inference request.
