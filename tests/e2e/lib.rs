@@ -24,6 +24,7 @@ use tonic_health::pb::{
 };
 
 mod proxy;
+pub mod raw;
 pub use proxy::CuttableProxy;
 
 pub const TOKEN: &str = "e2e-admin-token";

@@ -1,6 +1,7 @@
 //! End-to-end tests: each starts the real `polyhead serve` and talks gRPC to it.
 #![allow(clippy::unwrap_used)]
 
+mod attacks;
 mod deploy;
 mod errors;
 mod hardening;

@@ -257,7 +257,7 @@ async fn classify_multi_runs_the_backbone_once_per_text() {
         .unwrap();
     assert_eq!(all.into_inner().responses.len(), 5);
     let listed = client
-        .list_tasks(ListTasksRequest {})
+        .list_tasks(ListTasksRequest::default())
         .await
         .unwrap()
         .into_inner();

@@ -74,6 +74,7 @@ pub struct Encoder {
     sentence: SentenceConfig,
     info: BackboneInfo,
     batch_size: usize,
+    max_pass_tokens: usize,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -159,6 +160,7 @@ impl Encoder {
             sentence,
             info,
             batch_size: options.batch_size,
+            max_pass_tokens: options.max_pass_tokens,
         })
     }
 
@@ -201,7 +203,7 @@ impl Encoder {
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
         let lens: Vec<usize> = order.iter().map(|&i| ids[i].len()).collect();
-        for range in chunk_by_padding(&lens, self.batch_size) {
+        for range in chunk_by_padding(&lens, self.batch_size, self.max_pass_tokens) {
             let chunk = &order[range];
             between();
             let batch: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
@@ -275,11 +277,16 @@ impl Encoder {
 const MAX_PADDING: f64 = 0.2;
 
 /// Splits texts of descending lengths `lens` into consecutive forward passes of at
-/// most `batch_size`, starting a new pass when the next text would bring the pass's
+/// most `batch_size` rows and `max_tokens` padded tokens (a longer text runs alone),
+/// starting a new pass when the next text would bring the pass's
 /// padded size (rows x its longest) above (1 + MAX_PADDING) x its real tokens. A
 /// server batch of 32 texts taken in arrival order pads to ~1.7x its real tokens in
 /// one pass (33-token texts, a few of 60-130); split this way, ~1.15x.
-fn chunk_by_padding(lens: &[usize], batch_size: usize) -> Vec<std::ops::Range<usize>> {
+fn chunk_by_padding(
+    lens: &[usize],
+    batch_size: usize,
+    max_tokens: usize,
+) -> Vec<std::ops::Range<usize>> {
     let mut chunks = Vec::new();
     let mut start = 0;
     let mut real = 0usize;
@@ -288,7 +295,8 @@ fn chunk_by_padding(lens: &[usize], batch_size: usize) -> Vec<std::ops::Range<us
         let longest = lens.get(start).copied().unwrap_or(len).max(1);
         let padded = (rows + 1) * longest;
         let too_wide = padded as f64 > (1.0 + MAX_PADDING) * (real + len).max(1) as f64;
-        if rows > 0 && (rows == batch_size || too_wide) {
+        let too_many = padded > max_tokens;
+        if rows > 0 && (rows == batch_size || too_wide || too_many) {
             chunks.push(start..i);
             start = i;
             real = 0;
@@ -432,19 +440,39 @@ mod tests {
             (vec![7], 1),
             (vec![], 8),
         ] {
-            let chunks = chunk_by_padding(&lens, batch);
+            let chunks = chunk_by_padding(&lens, batch, usize::MAX);
             let flat: Vec<usize> = chunks.iter().flat_map(|r| r.clone()).collect();
             assert_eq!(flat, (0..lens.len()).collect::<Vec<_>>(), "{lens:?}");
             assert!(chunks.iter().all(|r| !r.is_empty() && r.len() <= batch));
         }
         // Equal lengths: full batches, no padding.
-        let c = chunk_by_padding(&[40; 70], 32);
+        let c = chunk_by_padding(&[40; 70], 32, usize::MAX);
         assert_eq!(c, vec![0..32, 32..64, 64..70]);
         // A long text does not make the short ones pad to its length.
         let lens = [256, 5, 5, 5, 5, 5];
-        let c = chunk_by_padding(&lens, 32);
+        let c = chunk_by_padding(&lens, 32, usize::MAX);
         assert_eq!(c, vec![0..1, 1..6]);
         assert!((padded_over_real(&lens, &c) - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn no_pass_holds_more_than_max_tokens_unless_one_text_does() {
+        let lens = [256, 256, 256, 200, 130, 90, 40, 40, 40, 40, 12, 9, 5];
+        for max in [1, 100, 256, 512, 1000, 2048] {
+            let c = chunk_by_padding(&lens, 32, max);
+            let flat: Vec<usize> = c.iter().flat_map(|r| r.clone()).collect();
+            assert_eq!(flat, (0..lens.len()).collect::<Vec<_>>());
+            for r in &c {
+                let padded = r.len() * lens[r.start];
+                assert!(
+                    padded <= max || r.len() == 1,
+                    "{max}: {r:?} pads to {padded}"
+                );
+            }
+        }
+        // 32 texts of 256 tokens (8,192) in passes of at most 2,048 tokens: 8 texts each.
+        let c = chunk_by_padding(&[256; 32], 32, 2048);
+        assert_eq!(c, vec![0..8, 8..16, 16..24, 24..32]);
     }
 
     #[test]
@@ -454,7 +482,7 @@ mod tests {
         lens.extend([133, 90, 61]);
         lens.sort_unstable_by(|a, b| b.cmp(a));
         let one_pass = lens.len() as f64 * lens[0] as f64 / lens.iter().sum::<usize>() as f64;
-        let c = chunk_by_padding(&lens, 64);
+        let c = chunk_by_padding(&lens, 64, usize::MAX);
         let split = padded_over_real(&lens, &c);
         assert!(one_pass > 2.0, "{one_pass}");
         assert!(split <= 1.0 + MAX_PADDING + 1e-9, "{split} with {c:?}");

@@ -224,6 +224,7 @@ pub struct EncoderOptions {
     pub(crate) dtype: Dtype,
     pub(crate) threads: usize,
     pub(crate) batch_size: usize,
+    pub(crate) max_pass_tokens: usize,
     pub(crate) onnx_dir: Option<PathBuf>,
     pub(crate) onnxruntime_lib: Option<PathBuf>,
     pub(crate) openvino_lib: Option<PathBuf>,
@@ -237,6 +238,7 @@ impl Default for EncoderOptions {
             dtype: Dtype::F32,
             threads: 0,
             batch_size: 32,
+            max_pass_tokens: 2048,
             onnx_dir: None,
             onnxruntime_lib: None,
             openvino_lib: None,
@@ -294,6 +296,13 @@ impl EncoderOptions {
     /// Most texts per forward pass (default 32); at least 1.
     pub fn batch_size(&mut self, batch_size: usize) -> &mut Self {
         self.batch_size = batch_size.max(1);
+        self
+    }
+    /// Most tokens (rows x longest, padding included) in one forward pass (default
+    /// 2048); a single longer text still runs, alone. The model thread runs more
+    /// urgent work only between passes, so this bounds how long any work holds it.
+    pub fn max_pass_tokens(&mut self, tokens: usize) -> &mut Self {
+        self.max_pass_tokens = tokens.max(1);
         self
     }
 }

@@ -62,6 +62,29 @@ fn send(tx: &mpsc::Sender<Result<TrainProgress, Status>>, event: Event) {
     let _ = tx.try_send(Ok(TrainProgress { event: Some(event) }));
 }
 
+/// Holds an uploaded head to the limits a trained one meets (`train.max_labels`,
+/// `train.max_hidden_dim`): every Classify pays for each label.
+fn check_head_limits(engine: &Engine, artifact: &HeadArtifact) -> Result<(), ServerError> {
+    let train = &engine.settings.train;
+    let labels = artifact.manifest.labels.len();
+    if labels > train.max_labels {
+        return Err(ServerError::InvalidArgument(format!(
+            "the head has {labels} labels; the limit is {} (train.max_labels)",
+            train.max_labels
+        )));
+    }
+    if let polyhead_heads::HeadKind::Mlp { hidden_dim } = artifact.manifest.head {
+        if hidden_dim > train.max_hidden_dim {
+            return Err(ServerError::InvalidArgument(format!(
+                "the head's hidden layer has {hidden_dim} units; the limit is {} \
+                 (train.max_hidden_dim)",
+                train.max_hidden_dim
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Validates a TrainHead request against the data rules and `[train]` limits.
 fn check_train_request(
     engine: &Engine,
@@ -162,6 +185,7 @@ impl Registry for RegistryService {
             let engine = ready(&self.engine)?;
             let artifact = HeadArtifact::decode(&req.manifest_json, &req.safetensors)?;
             artifact.check_backbone(engine.registry.backbone())?;
+            check_head_limits(&engine, &artifact)?;
             let activate = req.activate;
             let task = artifact.manifest.task.clone();
             let version = blocking(&engine, move |e| {
@@ -239,7 +263,7 @@ impl Registry for RegistryService {
                 Ok(r) => (tonic::Code::Ok, r.version.to_string()),
                 Err(s) => (s.code(), String::new()),
             };
-            info.finish(code, &version, started.elapsed().as_secs_f64() * 1e3);
+            info.record(code, &version, started.elapsed());
             let msg = job.map(|r| TrainProgress {
                 event: Some(Event::Done(r)),
             });

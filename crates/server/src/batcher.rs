@@ -1,7 +1,13 @@
 //! The request batcher in front of the model thread. Requests of every task go into
 //! one queue; a single task drains it into batches bounded by total tokens and by a
 //! short wait for company, skips requests whose caller went away or whose deadline
-//! passed, runs one backbone pass per batch and answers every waiter.
+//! passed, runs one backbone job per batch and answers every waiter.
+//!
+//! A request larger than one batch is split: each batch takes what fits of the
+//! requests at the front of the queue, and a request with texts left goes to the back,
+//! behind the requests that arrived meanwhile. So a one-text call waits for at most
+//! one batch however large the requests ahead of it, and the rest of a request whose
+//! caller left (or whose deadline passed) is never run.
 //!
 //! While the model thread works on one batch, new requests pile up in the queue and
 //! form the next batch, so batches grow with load. The wait for company happens only
@@ -9,6 +15,8 @@
 //! needs the backbone, before it tokenizes) or after a batch of several requests (many
 //! callers, the rest of whom are about to send): a lone caller's request starts at once.
 use std::{
+    collections::VecDeque,
+    ops::Range,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -24,12 +32,24 @@ use crate::{metrics as m, ServerError};
 
 type Reply = oneshot::Sender<Result<Embeddings, ServerError>>;
 
+/// One request's texts on their way through the batcher: a request larger than one
+/// batch is embedded over several, `next` texts at a time.
 struct Item {
     ids: Vec<Vec<u32>>,
-    tokens: usize,
+    /// Texts already embedded; their rows are in `rows`.
+    next: usize,
+    rows: Vec<f32>,
     reply: Reply,
     enqueued: Instant,
+    /// Whether the request has been in a batch (its queue wait is recorded then).
+    started: bool,
     deadline: Instant,
+}
+
+impl Item {
+    fn remaining_tokens(&self) -> usize {
+        self.ids[self.next..].iter().map(Vec::len).sum()
+    }
 }
 
 /// Cloneable handle to the batching task.
@@ -53,7 +73,7 @@ impl Drop for OnTheWay {
 /// Batch limits.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BatchLimits {
-    /// Most tokens (sum over texts) in one batch; a single larger request runs alone.
+    /// Most tokens (sum over texts) in one batch; a single longer text runs alone.
     pub max_tokens: usize,
     /// Longest the first request of a batch waits for others.
     pub max_wait: Duration,
@@ -83,12 +103,13 @@ impl Batcher {
         deadline: Instant,
     ) -> Result<Embeddings, ServerError> {
         let (reply, rx) = oneshot::channel();
-        let tokens = ids.iter().map(Vec::len).sum();
         let item = Item {
             ids,
-            tokens,
+            next: 0,
+            rows: Vec::new(),
             reply,
             enqueued: Instant::now(),
+            started: false,
             deadline,
         };
         self.tx
@@ -105,53 +126,52 @@ async fn run(
     limits: BatchLimits,
     coming: Arc<AtomicUsize>,
 ) {
-    let mut carry: Option<Item> = None;
+    let mut queue: VecDeque<Item> = VecDeque::new();
     // Requests in the previous batch.
     let mut last = 0;
     loop {
-        let first = match carry.take() {
-            Some(item) => item,
-            None => match rx.recv().await {
-                Some(item) => item,
+        if queue.is_empty() {
+            match rx.recv().await {
+                Some(item) => queue.push_back(item),
                 None => return,
-            },
-        };
-        let window = tokio::time::Instant::now() + limits.max_wait;
-        let mut tokens = first.tokens;
-        let mut batch = vec![first];
-        loop {
-            let next = match rx.try_recv() {
-                Ok(item) => Some(item),
-                // Nothing queued: wait for company only if another request is on its
-                // way (announced but not in this batch), or if the last batch was
-                // larger (callers are many, and the rest of them are about to send).
-                Err(mpsc::error::TryRecvError::Empty)
-                    if coming.load(Ordering::SeqCst) > batch.len() || last > batch.len() =>
-                {
-                    tokio::time::timeout_at(window, rx.recv())
-                        .await
-                        .ok()
-                        .flatten()
-                }
-                Err(_) => None,
-            };
-            let Some(item) = next else { break };
-            if tokens + item.tokens > limits.max_tokens {
-                carry = Some(item);
-                break;
             }
-            tokens += item.tokens;
-            batch.push(item);
+        }
+        while let Ok(item) = rx.try_recv() {
+            queue.push_back(item);
+        }
+        // Wait for company only while the queue holds less than a batch and another
+        // request is on its way (announced, not queued yet), or the last batch was
+        // larger (callers are many, and the rest of them are about to send).
+        let window = tokio::time::Instant::now() + limits.max_wait;
+        while queue.iter().map(Item::remaining_tokens).sum::<usize>() < limits.max_tokens
+            && (coming.load(Ordering::SeqCst) > queue.len() || last > queue.len())
+        {
+            match tokio::time::timeout_at(window, rx.recv()).await {
+                Ok(Some(item)) => queue.push_back(item),
+                _ => break,
+            }
+        }
+        drop_abandoned(&mut queue);
+        let batch = take_batch(&mut queue, limits.max_tokens);
+        if batch.is_empty() {
+            continue;
         }
         last = batch.len();
-        run_batch(&encoder, batch).await;
+        let unfinished = run_batch(&encoder, batch).await;
+        // Arrivals during the batch go ahead of the requests that just had a turn.
+        while let Ok(item) = rx.try_recv() {
+            queue.push_back(item);
+        }
+        queue.extend(unfinished);
     }
 }
 
-async fn run_batch(encoder: &EncoderHandle, batch: Vec<Item>) {
+/// Drops queued requests whose caller went away and answers those whose deadline
+/// passed, before they cost a forward pass.
+fn drop_abandoned(queue: &mut VecDeque<Item>) {
     let now = Instant::now();
-    let mut live = Vec::with_capacity(batch.len());
-    for item in batch {
+    let mut kept = VecDeque::with_capacity(queue.len());
+    for item in queue.drain(..) {
         if item.reply.is_closed() {
             counter!(m::BATCH_DROPPED, "reason" => "cancelled").increment(1);
         } else if item.deadline <= now {
@@ -160,49 +180,171 @@ async fn run_batch(encoder: &EncoderHandle, batch: Vec<Item>) {
                 "request deadline passed in the queue".into(),
             )));
         } else {
-            histogram!(m::QUEUE_WAIT).record(now.duration_since(item.enqueued).as_secs_f64());
-            live.push(item);
+            kept.push_back(item);
         }
     }
-    if live.is_empty() {
-        return;
+    *queue = kept;
+}
+
+/// Takes the next batch from the front of `queue`: whole requests while they fit in
+/// `max_tokens`, then the part of the next one that fits (at least one text, however
+/// long, when the batch would be empty). Returns each request with the range of its
+/// texts in this batch, in queue order.
+fn take_batch(queue: &mut VecDeque<Item>, max_tokens: usize) -> Vec<(Item, Range<usize>)> {
+    let mut batch = Vec::new();
+    let mut tokens = 0;
+    while let Some(front) = queue.front() {
+        let mut end = front.next;
+        while end < front.ids.len() {
+            let len = front.ids[end].len();
+            let first = batch.is_empty() && end == front.next;
+            if tokens + len > max_tokens && !first {
+                break;
+            }
+            tokens += len;
+            end += 1;
+        }
+        if end == front.next {
+            break;
+        }
+        let Some(item) = queue.pop_front() else { break };
+        let range = item.next..end;
+        batch.push((item, range));
     }
-    let texts: usize = live.iter().map(|i| i.ids.len()).sum();
-    histogram!(m::BATCH_SIZE).record(texts as f64);
-    histogram!(m::BATCH_TOKENS).record(live.iter().map(|i| i.tokens).sum::<usize>() as f64);
-    counter!(m::BACKBONE_TEXTS).increment(texts as u64);
+    batch
+}
+
+/// Runs one batch on the model thread; answers the requests it finished and returns
+/// the ones with texts left.
+async fn run_batch(encoder: &EncoderHandle, batch: Vec<(Item, Range<usize>)>) -> Vec<Item> {
+    let now = Instant::now();
+    let texts: usize = batch.iter().map(|(_, r)| r.len()).sum();
     let mut all = Vec::with_capacity(texts);
-    let mut replies = Vec::with_capacity(live.len());
-    for item in live {
-        replies.push((item.ids.len(), item.reply));
-        all.extend(item.ids);
+    let mut items = Vec::with_capacity(batch.len());
+    for (mut item, range) in batch {
+        if !item.started {
+            item.started = true;
+            histogram!(m::QUEUE_WAIT).record(now.duration_since(item.enqueued).as_secs_f64());
+        }
+        all.extend(item.ids[range.clone()].iter_mut().map(std::mem::take));
+        items.push((item, range.len()));
     }
+    histogram!(m::BATCH_SIZE).record(texts as f64);
+    histogram!(m::BATCH_TOKENS).record(all.iter().map(Vec::len).sum::<usize>() as f64);
+    counter!(m::BACKBONE_TEXTS).increment(texts as u64);
     let start = Instant::now();
     let result = encoder.embed_ids(all).await;
     histogram!(m::FORWARD).record(start.elapsed().as_secs_f64());
-    match result {
-        Ok(emb) => {
-            let dim = emb.dim();
-            let mut offset = 0;
-            for (n, reply) in replies {
-                let rows = emb.as_slice()[offset * dim..(offset + n) * dim].to_vec();
-                offset += n;
-                let _ = reply.send(Ok(Embeddings::new(dim, rows)));
-            }
-        }
+    let emb = match result {
+        Ok(emb) => emb,
         Err(e) => {
             // Every waiter gets the error with its kind: a stopped model thread is
             // UNAVAILABLE (retry elsewhere), anything else INTERNAL.
             let stopped = matches!(e, polyhead_backbone::Error::Stopped);
             let msg = format!("backbone: {e}");
-            for (_, reply) in replies {
+            for (item, _) in items {
                 let err = if stopped {
                     ServerError::Unavailable(msg.clone())
                 } else {
                     ServerError::Internal(msg.clone())
                 };
-                let _ = reply.send(Err(err));
+                let _ = item.reply.send(Err(err));
             }
+            return Vec::new();
         }
+    };
+    let dim = emb.dim();
+    let mut offset = 0;
+    let mut unfinished = Vec::new();
+    for (mut item, n) in items {
+        item.rows
+            .extend_from_slice(&emb.as_slice()[offset * dim..(offset + n) * dim]);
+        offset += n;
+        item.next += n;
+        if item.next < item.ids.len() {
+            unfinished.push(item);
+        } else {
+            let rows = std::mem::take(&mut item.rows);
+            let _ = item.reply.send(Ok(Embeddings::new(dim, rows)));
+        }
+    }
+    unfinished
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(lens: &[usize]) -> (Item, oneshot::Receiver<Result<Embeddings, ServerError>>) {
+        let (reply, rx) = oneshot::channel();
+        let item = Item {
+            ids: lens.iter().map(|&n| vec![7; n]).collect(),
+            next: 0,
+            rows: Vec::new(),
+            reply,
+            enqueued: Instant::now(),
+            started: false,
+            deadline: Instant::now() + Duration::from_secs(60),
+        };
+        (item, rx)
+    }
+
+    fn ranges(batch: &[(Item, Range<usize>)]) -> Vec<Range<usize>> {
+        batch.iter().map(|(_, r)| r.clone()).collect()
+    }
+
+    #[test]
+    fn a_request_larger_than_a_batch_is_split_within_the_budget() {
+        let (big, _rx) = item(&[256; 10]);
+        let mut queue = VecDeque::from([big]);
+        let batch = take_batch(&mut queue, 1000);
+        assert_eq!(ranges(&batch), vec![0..3]);
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn a_text_longer_than_the_budget_runs_alone() {
+        let (long, _a) = item(&[300, 5]);
+        let (short, _b) = item(&[5]);
+        let mut queue = VecDeque::from([long, short]);
+        let batch = take_batch(&mut queue, 100);
+        assert_eq!(ranges(&batch), vec![0..1]);
+        assert_eq!(queue.len(), 1, "the short request waits for the next batch");
+    }
+
+    #[test]
+    fn whole_requests_share_a_batch_while_they_fit() {
+        let (a, _a) = item(&[10, 10]);
+        let (b, _b) = item(&[30]);
+        let (c, _c) = item(&[50, 50]);
+        let mut queue = VecDeque::from([a, b, c]);
+        let batch = take_batch(&mut queue, 100);
+        assert_eq!(ranges(&batch), vec![0..2, 0..1, 0..1]);
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn a_caller_queued_behind_a_huge_request_waits_one_batch() {
+        // The huge request's rest goes behind the call that arrived meanwhile.
+        let (mut huge, _h) = item(&[256; 255]);
+        huge.next = 8;
+        let (one, _o) = item(&[12]);
+        let mut queue = VecDeque::from([one, huge]);
+        let batch = take_batch(&mut queue, 2048);
+        assert_eq!(ranges(&batch), vec![0..1, 8..15]);
+    }
+
+    #[test]
+    fn abandoned_and_late_requests_are_dropped_before_a_batch() {
+        let (gone, rx) = item(&[5]);
+        drop(rx);
+        let (mut late, late_rx) = item(&[5]);
+        late.deadline = Instant::now();
+        let (live, _l) = item(&[5]);
+        let mut queue = VecDeque::from([gone, late, live]);
+        drop_abandoned(&mut queue);
+        assert_eq!(queue.len(), 1);
+        let answer = late_rx.blocking_recv().expect("an answer");
+        assert!(matches!(answer, Err(ServerError::DeadlineExceeded(_))));
     }
 }

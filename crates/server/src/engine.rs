@@ -219,6 +219,14 @@ impl Engine {
             let started = Instant::now();
             let ids = self.tokenize(miss_texts).await?;
             histogram!(m::TOKENIZE).record(started.elapsed().as_secs_f64());
+            let tokens: usize = ids.iter().map(Vec::len).sum();
+            let max = self.settings.server.max_request_tokens;
+            if tokens > max {
+                return Err(ServerError::InvalidArgument(format!(
+                    "the texts hold {tokens} tokens after truncation; the limit is {max} \
+                     (server.max_request_tokens): send fewer or shorter texts per request"
+                )));
+            }
             let started = Instant::now();
             let emb = self.batcher.embed(ids, deadline).await?;
             histogram!(m::EMBED).record(started.elapsed().as_secs_f64());
@@ -360,6 +368,12 @@ fn check_texts(limits: &ServerSettings, texts: &[String]) -> Result<(), ServerEr
             limits.max_texts
         )));
     }
+    if let Some(i) = texts.iter().position(|t| is_blank(t)) {
+        return Err(ServerError::InvalidArgument(format!(
+            "text {i} is empty or holds only whitespace or control characters: \
+             there is nothing to classify"
+        )));
+    }
     if let Some((i, t)) = texts
         .iter()
         .enumerate()
@@ -372,6 +386,12 @@ fn check_texts(limits: &ServerSettings, texts: &[String]) -> Result<(), ServerEr
         )));
     }
     Ok(())
+}
+
+/// Whether `text` has nothing a tokenizer would read: empty, or only whitespace and
+/// control characters (NUL included).
+pub(crate) fn is_blank(text: &str) -> bool {
+    text.chars().all(|c| c.is_whitespace() || c.is_control())
 }
 
 /// Label scores per text a `top_k` yields for `head` (0 = every label).
@@ -409,7 +429,7 @@ mod tests {
             limits.max_texts = max_texts;
             limits.max_text_bytes = max_bytes;
             let ok = !texts.is_empty() && texts.len() <= max_texts
-                && texts.iter().all(|t| t.len() <= max_bytes);
+                && texts.iter().all(|t| t.len() <= max_bytes && !is_blank(t));
             match check_texts(&limits, &texts) {
                 Ok(()) => prop_assert!(ok),
                 Err(e) => {
@@ -419,6 +439,21 @@ mod tests {
                         || m.contains("server.max_text_bytes"), "{}", m);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn blank_texts_are_refused_and_real_ones_kept() {
+        let limits = Settings::load(None, &[]).unwrap().server;
+        for blank in ["", " ", "\t\n ", "\0\0", "\u{3000}", "\u{1b}\u{7}"] {
+            let err = check_texts(&limits, &["fine".into(), blank.into()]).unwrap_err();
+            assert!(
+                err.to_string().contains("text 1 is empty"),
+                "{blank:?}: {err}"
+            );
+        }
+        for real in ["a", " ok ", "\0x", "日本"] {
+            assert!(check_texts(&limits, &[real.into()]).is_ok(), "{real:?}");
         }
     }
 }

@@ -17,6 +17,7 @@ use tonic::{Code, Request, Response, Status};
 use crate::{
     convert::{metrics_msg, selection_line},
     engine::{top_k_of, Classified},
+    ledger::ResponseHold,
     logs::{CallInfo, Logged},
     metrics as m, Engine, ServerError,
 };
@@ -56,7 +57,7 @@ impl CallLimits {
 }
 
 /// `grpc-timeout` (PROTOCOL-HTTP2.md): 1-8 ASCII digits and a unit, H M S m u n.
-fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+pub(crate) fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     if !v.is_ascii() {
         return None; // also keeps split_at on a char boundary
     }
@@ -131,10 +132,7 @@ impl Drop for Call {
         } else {
             Code::Cancelled
         });
-        let elapsed = self.start.elapsed();
-        m::request(self.info.rpc, &self.info.label, code, elapsed);
-        self.info
-            .finish(code, &self.version, elapsed.as_secs_f64() * 1e3);
+        self.info.record(code, &self.version, self.start.elapsed());
     }
 }
 
@@ -162,17 +160,29 @@ pub(crate) async fn observe<T: prost::Message + Logged>(
                 limits.max_message_bytes
             )));
         }
-        Ok(msg)
+        // Reserved until the response is sent: a client that does not read its
+        // responses gets RESOURCE_EXHAUSTED instead of growing the server's memory.
+        let hold = match &call.info.conn {
+            Some(conn) => Some(conn.reserve(n)?),
+            None => None,
+        };
+        Ok((msg, hold))
     });
     let result = result.map_err(Status::from);
     call.code = Some(result.as_ref().map_or_else(Status::code, |_| Code::Ok));
-    if let Ok(msg) = &result {
+    if let Ok((msg, _)) = &result {
         call.version = msg.head_version();
         if let Some(task) = msg.task() {
             call.info.set_logged_task(task);
         }
     }
-    result.map(Response::new)
+    result.map(|(msg, hold)| {
+        let mut response = Response::new(msg);
+        if let Some(hold) = hold {
+            response.extensions_mut().insert(ResponseHold::new(hold));
+        }
+        response
+    })
 }
 
 /// The task label for metrics: the task when it is live (unbounded client strings
@@ -182,6 +192,50 @@ fn task_label(engine: &ReadyEngine, task: &str) -> String {
         Some(e) if e.registry.get(task).is_some() => task.to_owned(),
         _ => "unknown".to_owned(),
     }
+}
+
+/// One page of ListTasks: tasks after `page_token` in name order, at most
+/// `page_size` (0 or over the limit = `server.max_tasks_per_page`), and fewer when
+/// the page would not fit in a response of `max_bytes`.
+fn list_page(engine: &Engine, req: &ListTasksRequest, max_bytes: usize) -> ListTasksResponse {
+    let limit = engine.settings.server.max_tasks_per_page;
+    let size = match req.page_size as usize {
+        0 => limit,
+        n => n.min(limit),
+    };
+    let live = engine.registry.snapshot();
+    let mut heads: Vec<_> = live
+        .values()
+        .filter(|h| h.manifest.task.as_str() > req.page_token.as_str())
+        .collect();
+    heads.sort_by(|a, b| a.manifest.task.cmp(&b.manifest.task));
+    let more = heads.len() > size;
+    // Room for the token and the framing; a summary is a few bytes over its strings.
+    let budget = max_bytes.saturating_sub(1024);
+    let mut page = ListTasksResponse::default();
+    let mut bytes = 0;
+    for h in heads.iter().take(size) {
+        let summary = TaskSummary {
+            task: h.manifest.task.clone(),
+            active_version: h.manifest.version,
+            labels: h.manifest.labels.clone(),
+            head_kind: h.manifest.head.name().into(),
+        };
+        let n = prost::Message::encoded_len(&summary) + 8;
+        if bytes + n > budget && !page.tasks.is_empty() {
+            break;
+        }
+        bytes += n;
+        page.tasks.push(summary);
+    }
+    if more || page.tasks.len() < heads.len().min(size) {
+        page.next_page_token = page
+            .tasks
+            .last()
+            .map(|t| t.task.clone())
+            .unwrap_or_default();
+    }
+    page
 }
 
 /// The protobuf answer of one head.
@@ -286,27 +340,12 @@ impl Inference for InferenceService {
         request: Request<ListTasksRequest>,
     ) -> Result<Response<ListTasksResponse>, Status> {
         let deadline = self.limits.deadline(&request);
-        observe(
-            CallInfo::of("ListTasks", &request),
-            self.limits,
-            deadline,
-            async {
-                let engine = ready(&self.engine)?;
-                let mut tasks: Vec<TaskSummary> = engine
-                    .registry
-                    .snapshot()
-                    .values()
-                    .map(|h| TaskSummary {
-                        task: h.manifest.task.clone(),
-                        active_version: h.manifest.version,
-                        labels: h.manifest.labels.clone(),
-                        head_kind: h.manifest.head.name().into(),
-                    })
-                    .collect();
-                tasks.sort_by(|a, b| a.task.cmp(&b.task));
-                Ok(ListTasksResponse { tasks })
-            },
-        )
+        let info = CallInfo::of("ListTasks", &request);
+        let req = request.into_inner();
+        observe(info, self.limits, deadline, async {
+            let engine = ready(&self.engine)?;
+            Ok(list_page(&engine, &req, self.limits.max_message_bytes))
+        })
         .await
     }
 

@@ -4,14 +4,20 @@
 //! response headers by the tower layer in `serve`) or a random one. At the end of
 //! every unary call one line goes to target `polyhead::access` (when `log.access`),
 //! and every admin change also to `polyhead::audit`; with `log.format = "json"`
-//! each is one JSON object. Client-supplied strings are cut to a bounded length.
-use std::sync::atomic::{AtomicBool, Ordering};
+//! each is one JSON object. Client-supplied strings are cut to a bounded length and
+//! their control characters escaped, so no client can forge a line.
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
+};
 
 use tonic::{
     codegen::http::{self, HeaderValue},
     Code, Request,
 };
 use tower_http::request_id::{MakeRequestId, RequestId};
+
+use crate::conn::{conn_info, ConnState};
 
 static ACCESS: AtomicBool = AtomicBool::new(true);
 
@@ -36,10 +42,41 @@ impl MakeRequestId for RandomRequestId {
     }
 }
 
-fn cut(s: &str) -> String {
-    match s.char_indices().nth(MAX_LOGGED) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s.to_owned(),
+/// A client string as it may appear in a log line: at most `MAX_LOGGED` characters,
+/// control characters (newline, ESC, NUL, ...) written as escapes (`\n`, `\u{1b}`).
+pub(crate) fn cut(s: &str) -> String {
+    let (kept, more) = match s.char_indices().nth(MAX_LOGGED) {
+        Some((i, _)) => (&s[..i], true),
+        None => (s, false),
+    };
+    let mut out = String::with_capacity(kept.len() + 3);
+    for c in kept.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if more {
+        out.push_str("...");
+    }
+    out
+}
+
+/// Set once a call's outcome is recorded (metrics and access line), so the call
+/// ledger records it itself only when no handler did.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Recorded(Arc<AtomicBool>);
+
+impl Recorded {
+    /// Whether the outcome has been recorded.
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Marks the outcome recorded.
+    pub fn set(&self) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
 
@@ -55,6 +92,9 @@ pub(crate) struct CallInfo {
     request_id: String,
     traceparent: String,
     peer: String,
+    recorded: Recorded,
+    /// The connection the call came on (none in unit tests).
+    pub conn: Option<Arc<ConnState>>,
 }
 
 impl CallInfo {
@@ -68,13 +108,39 @@ impl CallInfo {
                 .map(cut)
                 .unwrap_or_default()
         };
+        let conn = conn_info(request.extensions());
         CallInfo {
             rpc,
             request_id: meta("x-request-id"),
             traceparent: meta("traceparent"),
-            peer: request
-                .remote_addr()
-                .map(|a| a.to_string())
+            peer: conn.map(|c| c.peer.to_string()).unwrap_or_default(),
+            recorded: request
+                .extensions()
+                .get::<Recorded>()
+                .cloned()
+                .unwrap_or_default(),
+            conn: conn.map(|c| c.state.clone()),
+            ..CallInfo::default()
+        }
+    }
+
+    /// The identity of a call read from its HTTP request, for calls the ledger
+    /// records itself (refused before a handler ran, or with no handler).
+    pub fn of_http<B>(rpc: &'static str, request: &http::Request<B>) -> CallInfo {
+        let meta = |key: &str| {
+            request
+                .headers()
+                .get(key)
+                .and_then(|v| v.to_str().ok())
+                .map(cut)
+                .unwrap_or_default()
+        };
+        CallInfo {
+            rpc,
+            request_id: meta("x-request-id"),
+            traceparent: meta("traceparent"),
+            peer: conn_info(request.extensions())
+                .map(|c| c.peer.to_string())
                 .unwrap_or_default(),
             ..CallInfo::default()
         }
@@ -92,8 +158,16 @@ impl CallInfo {
         self
     }
 
+    /// Records the call's outcome: `polyhead_requests_total` and the latency
+    /// histogram, the access line and (for an admin change) the audit line.
+    pub fn record(&self, code: Code, version: &str, elapsed: std::time::Duration) {
+        crate::metrics::request(self.rpc, &self.label, code, elapsed);
+        self.finish(code, version, elapsed.as_secs_f64() * 1e3);
+    }
+
     /// Writes the access line (and the audit line of an admin change).
-    pub fn finish(&self, code: Code, version: &str, latency_ms: f64) {
+    fn finish(&self, code: Code, version: &str, latency_ms: f64) {
+        self.recorded.set();
         if ACCESS.load(Ordering::Relaxed) {
             tracing::info!(
                 target: "polyhead::access",
@@ -163,6 +237,16 @@ mod tests {
         let c = cut(&long);
         assert_eq!(c.chars().count(), MAX_LOGGED + 3);
         assert_eq!(cut("abc"), "abc");
+    }
+
+    #[test]
+    fn control_characters_cannot_forge_a_log_line() {
+        let forged =
+            "spam\n2026-12-01T00:00:00Z INFO polyhead::audit: action=\"DeleteTask\"\u{1b}[2K\0";
+        let c = cut(forged);
+        assert!(!c.chars().any(char::is_control), "{c}");
+        assert!(c.starts_with("spam\\n2026"), "{c}");
+        assert!(c.contains("\\u{1b}[2K\\u{0}"), "{c}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub const REQUEST_DURATION: &str = "polyhead_request_duration_seconds";
 pub const QUEUE_WAIT: &str = "polyhead_queue_wait_seconds";
 /// Texts per backbone batch.
 pub const BATCH_SIZE: &str = "polyhead_batch_size";
-/// Padded tokens per backbone batch.
+/// Tokens per backbone batch (after truncation, before padding).
 pub const BATCH_TOKENS: &str = "polyhead_batch_tokens";
 /// Backbone forward time per batch.
 pub const FORWARD: &str = "polyhead_backbone_forward_seconds";
@@ -50,6 +50,14 @@ pub const STORE_UP: &str = "polyhead_store_up";
 pub const STORE_LAST_SYNC: &str = "polyhead_store_last_sync_timestamp_seconds";
 /// Batch items dropped before the forward pass, by reason.
 pub const BATCH_DROPPED: &str = "polyhead_batch_dropped_total";
+/// Open client connections.
+pub const CONNECTIONS: &str = "polyhead_connections";
+/// Connections the server closed for silence, by reason (handshake, idle).
+pub const CONNECTIONS_CLOSED: &str = "polyhead_connections_closed_total";
+/// Response bytes reserved and not yet sent.
+pub const RESPONSE_BYTES: &str = "polyhead_response_bytes_pending";
+/// Responses refused because too many response bytes were waiting, by scope.
+pub const RESPONSES_REFUSED: &str = "polyhead_responses_refused_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -90,7 +98,15 @@ fn zero() {
     for reason in ["cancelled", "deadline"] {
         counter!(BATCH_DROPPED, "reason" => reason).increment(0);
     }
+    for reason in ["handshake", "idle"] {
+        counter!(CONNECTIONS_CLOSED, "reason" => reason).increment(0);
+    }
+    for scope in ["connection", "server"] {
+        counter!(RESPONSES_REFUSED, "scope" => scope).increment(0);
+    }
     gauge!(IN_FLIGHT).set(0.0);
+    gauge!(CONNECTIONS).increment(0.0);
+    gauge!(RESPONSE_BYTES).increment(0.0);
 }
 
 fn describe() {
@@ -113,7 +129,7 @@ fn describe() {
     describe_histogram!(
         BATCH_TOKENS,
         Unit::Count,
-        "padded tokens per backbone batch"
+        "tokens per backbone batch (after truncation, before padding)"
     );
     describe_histogram!(FORWARD, Unit::Seconds, "backbone forward time per batch");
     describe_histogram!(
@@ -155,6 +171,20 @@ fn describe() {
         STORE_LAST_SYNC,
         Unit::Seconds,
         "unix time of the last successful store sync"
+    );
+    describe_gauge!(CONNECTIONS, "open client connections");
+    describe_counter!(
+        CONNECTIONS_CLOSED,
+        "connections closed by the server for silence (reason: handshake or idle)"
+    );
+    describe_gauge!(
+        RESPONSE_BYTES,
+        Unit::Bytes,
+        "response bytes reserved and not yet sent (slow or stalled readers)"
+    );
+    describe_counter!(
+        RESPONSES_REFUSED,
+        "responses refused with RESOURCE_EXHAUSTED because too many response bytes were unread (scope: connection or server)"
     );
     describe_counter!(
         BATCH_DROPPED,

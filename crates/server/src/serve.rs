@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tonic::codegen::{http, CompressionEncoding};
 use tonic::{
     service::interceptor::InterceptedService,
-    transport::{server::TcpIncoming, Identity, Server, ServerTlsConfig},
+    transport::{Identity, Server, ServerTlsConfig},
 };
 use tonic_health::ServingStatus;
 use tower::util::MapResponseLayer;
@@ -24,7 +24,9 @@ use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use crate::{
     admin::RegistryService,
     auth::BearerAuth,
+    conn::{self, ConnLimits},
     inference::{CallLimits, InferenceService},
+    ledger::LedgerLayer,
     logs::RandomRequestId,
     metrics as m, Engine, Settings,
 };
@@ -68,12 +70,23 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             .register_encoded_file_descriptor_set(polyhead_api::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection()
-        .build_v1()
-        .map_err(|e| ServeError::Setup(format!("reflection: {e}")))?;
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .map_err(|e| ServeError::Setup(format!("reflection: {e}")))?;
+    // Reflection lists the services and their schema: as open as inference. Health
+    // stays open either way: orchestrators' probes (Kubernetes grpc probes, the
+    // image's HEALTHCHECK) send no token, and it says nothing but SERVING.
+    let reflection_auth =
+        || BearerAuth::new(&settings.admin.token, !settings.server.open_inference);
+    let reflection_v1 = InterceptedService::new(
+        reflection()
+            .build_v1()
+            .map_err(|e| ServeError::Setup(format!("reflection: {e}")))?,
+        reflection_auth(),
+    );
+    let reflection_v1alpha = InterceptedService::new(
+        reflection()
+            .build_v1alpha()
+            .map_err(|e| ServeError::Setup(format!("reflection: {e}")))?,
+        reflection_auth(),
+    );
 
     let engine: Arc<OnceLock<Arc<Engine>>> = Arc::new(OnceLock::new());
     let limit = settings.server.max_message_bytes;
@@ -101,14 +114,19 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     // No tonic-level timeout: each call keeps its own deadline (CallLimits) and
     // answers DEADLINE_EXCEEDED, where tonic's timeout would answer CANCELLED.
     let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+    let server = &settings.server;
+    let handshake = Duration::from_millis(server.handshake_timeout_ms);
     let mut builder = Server::builder()
-        .http2_keepalive_interval(secs(settings.server.keepalive_s))
-        .http2_keepalive_timeout(secs(settings.server.keepalive_s))
-        .layer(MapResponseLayer::new(documented_status_codes as fn(_) -> _))
+        .http2_keepalive_interval(secs(server.keepalive_s))
+        .http2_keepalive_timeout(secs(server.keepalive_s))
+        .max_concurrent_streams(server.max_concurrent_streams)
         // x-request-id: the caller's, or a new one; echoed on every response
         // (errors included) and written to the access log.
         .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
-        .layer(PropagateRequestIdLayer::x_request_id());
+        .layer(PropagateRequestIdLayer::x_request_id())
+        // Every call counted and logged once, with the codes as documented.
+        .layer(LedgerLayer)
+        .layer(MapResponseLayer::new(documented_status_codes as fn(_) -> _));
     if let Some(age) = secs(settings.server.max_connection_age_s) {
         builder = builder.max_connection_age(age);
     }
@@ -118,8 +136,16 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             read(&settings.server.tls_cert)?,
             read(&settings.server.tls_key)?,
         );
-        builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
+        builder =
+            builder.tls_config(ServerTlsConfig::new().identity(identity).timeout(handshake))?;
     }
+    let limits = ConnLimits {
+        max_connections: conn::connection_cap(server.max_connections),
+        handshake,
+        idle: secs(server.idle_timeout_s),
+        conn_bytes: server.max_response_bytes_per_connection,
+        all_bytes: server.max_response_bytes,
+    };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| ServeError::Setup(format!("binding {addr}: {e}")))?;
@@ -149,15 +175,10 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         .add_service(reflection_v1alpha)
         .add_service(inference)
         .add_service(registry)
-        // TCP_NODELAY: without it a response of more than one segment waits for the
-        // client's delayed ACK (~40 ms on Linux): 64 cached texts took 44 ms a request.
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async move {
-                let failure = stop_rx.await.ok().flatten();
-                let _ = failure_tx.send(failure);
-            },
-        )
+        .serve_with_incoming_shutdown(conn::incoming(listener, limits), async move {
+            let failure = stop_rx.await.ok().flatten();
+            let _ = failure_tx.send(failure);
+        })
         .await?;
     tracing::info!("stopped");
     match failure_rx.await {
@@ -166,24 +187,25 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     }
 }
 
-/// Rewrites the two codes tonic gives request-decoding failures into the documented
+/// Rewrites the codes tonic gives request-decoding failures into the documented
 /// ones (such errors are trailers-only responses: the status is in the headers):
 /// - a request over `max_decoding_message_size` is OUT_OF_RANGE in tonic; the gRPC
 ///   status-code spec (and grpc-go, grpc-java) use RESOURCE_EXHAUSTED. polyhead never
 ///   sends OUT_OF_RANGE itself.
-/// - a request prost cannot decode (bad wire format, invalid UTF-8 in a string) is
-///   INTERNAL in tonic; it is the client's bad argument, not a server fault.
+/// - a request tonic or prost cannot decode (bad wire format, invalid UTF-8 in a
+///   string, bad or truncated gzip, an unknown compression flag, a frame shorter than
+///   its length, no message at all) is INTERNAL in tonic; it is the client's bad
+///   argument, not a server fault. The one exception the gRPC compression spec makes
+///   (the compressed flag set without a `grpc-encoding`: INTERNAL) is kept.
 fn documented_status_codes(
     mut res: http::Response<tonic::body::Body>,
 ) -> http::Response<tonic::body::Body> {
     let headers = res.headers();
     let status = headers.get("grpc-status").map(|v| v.as_bytes());
     let undecodable = || {
-        headers.get("grpc-message").is_some_and(|m| {
-            let m = m.as_bytes();
-            m.starts_with(b"failed%20to%20decode%20Protobuf")
-                || m.starts_with(b"failed to decode Protobuf")
-        })
+        headers
+            .get("grpc-message")
+            .is_some_and(|m| is_decoding_failure(&percent_decode(m.as_bytes())))
     };
     let code = match status {
         Some(b"11") => Some("8"),
@@ -195,6 +217,43 @@ fn documented_status_codes(
             .insert("grpc-status", http::HeaderValue::from_static(code));
     }
     res
+}
+
+/// Whether tonic's INTERNAL message `m` says the request could not be decoded.
+fn is_decoding_failure(m: &str) -> bool {
+    const PREFIXES: [&str; 5] = [
+        "failed to decode Protobuf",
+        "Error decompressing",
+        "protocol error: received message with invalid compression flag",
+        "Unexpected EOF decoding stream",
+        "Missing request message",
+    ];
+    PREFIXES.iter().any(|p| m.starts_with(p))
+}
+
+/// `grpc-message` is percent-encoded (PROTOCOL-HTTP2.md); invalid escapes stay as
+/// they are.
+fn percent_decode(v: &[u8]) -> String {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (
+            v[i],
+            v.get(i + 1).copied().and_then(hex),
+            v.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn start_engine(

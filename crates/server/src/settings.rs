@@ -48,6 +48,9 @@ pub struct BackboneSettings {
     pub threads: usize,
     /// Most texts per forward pass.
     pub batch_size: usize,
+    /// Most tokens (padding included) per forward pass: the longest any work holds
+    /// the model thread.
+    pub max_pass_tokens: usize,
 }
 
 /// `[store]`.
@@ -109,6 +112,8 @@ pub struct ServerSettings {
     pub max_message_bytes: usize,
     /// Token budget of one batch.
     pub max_batch_tokens: usize,
+    /// Most tokens (after truncation) one request may send to the backbone.
+    pub max_request_tokens: usize,
     /// Longest a request waits for batch company.
     pub max_wait_ms: u64,
     /// Requests in flight before RESOURCE_EXHAUSTED.
@@ -121,6 +126,21 @@ pub struct ServerSettings {
     pub tls_cert: String,
     /// TLS key (PEM).
     pub tls_key: String,
+    /// Most open client connections (also capped by the process's file limit).
+    pub max_connections: usize,
+    /// A connection must send its first bytes (HTTP/2 preface, TLS hello) and finish
+    /// a TLS handshake within this many milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// A connection with no request for this many seconds is closed (0 = never).
+    pub idle_timeout_s: u64,
+    /// Most concurrent HTTP/2 streams (calls) per connection.
+    pub max_concurrent_streams: u32,
+    /// Most response bytes one connection may have waiting to be sent.
+    pub max_response_bytes_per_connection: usize,
+    /// Most response bytes all connections together may have waiting to be sent.
+    pub max_response_bytes: usize,
+    /// Most tasks in one ListTasks page.
+    pub max_tasks_per_page: usize,
 }
 
 /// `[admin]`.
@@ -206,6 +226,23 @@ impl Settings {
             ("server.max_text_bytes", self.server.max_text_bytes),
             ("server.max_message_bytes", self.server.max_message_bytes),
             ("server.max_batch_tokens", self.server.max_batch_tokens),
+            ("server.max_request_tokens", self.server.max_request_tokens),
+            ("backbone.max_pass_tokens", self.backbone.max_pass_tokens),
+            ("server.max_connections", self.server.max_connections),
+            (
+                "server.handshake_timeout_ms",
+                self.server.handshake_timeout_ms as usize,
+            ),
+            (
+                "server.max_concurrent_streams",
+                self.server.max_concurrent_streams as usize,
+            ),
+            (
+                "server.max_response_bytes_per_connection",
+                self.server.max_response_bytes_per_connection,
+            ),
+            ("server.max_response_bytes", self.server.max_response_bytes),
+            ("server.max_tasks_per_page", self.server.max_tasks_per_page),
             ("server.max_in_flight", self.server.max_in_flight),
             (
                 "server.max_tasks_per_request",
@@ -270,7 +307,8 @@ impl Settings {
             .device(self.backbone.device)
             .dtype(self.backbone.dtype)
             .threads(self.backbone.threads)
-            .batch_size(self.backbone.batch_size);
+            .batch_size(self.backbone.batch_size)
+            .max_pass_tokens(self.backbone.max_pass_tokens);
         o
     }
 

@@ -67,13 +67,68 @@ impl From<ServerError> for Status {
             }
             ServerError::Trainer(T::Backbone(_) | T::Io { .. } | T::Torch(_)) => Code::Internal,
         };
-        // Internal errors are logged in full; clients get the message too, since
-        // polyhead's errors carry no secrets (paths at most).
+        // File errors are logged in full; the client gets what failed without the
+        // server's paths, with a code that says whose move it is: a full disk is
+        // RESOURCE_EXHAUSTED, a read-only or forbidden store FAILED_PRECONDITION.
+        if let Some((path, source)) = file_error(&e) {
+            let code = io_code(source).unwrap_or(code);
+            tracing::error!(error = %e, code = ?code, "file error");
+            return Status::new(code, format!("{}: {}", short_path(path), describe(source)));
+        }
         if code == Code::Internal {
             tracing::error!(error = %e, "internal error");
         }
         Status::new(code, e.to_string())
     }
+}
+
+/// The path and OS error of a filesystem failure, wherever it was met.
+fn file_error(e: &ServerError) -> Option<(&std::path::Path, &std::io::Error)> {
+    use polyhead_heads::Error as H;
+    use polyhead_trainer::Error as T;
+    match e {
+        ServerError::Heads(H::Io { path, source })
+        | ServerError::Trainer(T::Heads(H::Io { path, source }))
+        | ServerError::Trainer(T::Io { path, source }) => Some((path, source)),
+        _ => None,
+    }
+}
+
+/// The code of an OS error a client can act on.
+fn io_code(e: &std::io::Error) -> Option<Code> {
+    use std::io::ErrorKind as K;
+    // ENOSPC, EDQUOT, EROFS: also by number, for kinds std maps to Other.
+    match (e.kind(), e.raw_os_error()) {
+        (K::StorageFull, _) | (_, Some(28 | 122)) => Some(Code::ResourceExhausted),
+        (K::ReadOnlyFilesystem | K::PermissionDenied, _) | (_, Some(30)) => {
+            Some(Code::FailedPrecondition)
+        }
+        _ => None,
+    }
+}
+
+fn describe(e: &std::io::Error) -> String {
+    match io_code(e) {
+        Some(Code::ResourceExhausted) => {
+            "the server's disk is full (no space left on device)".into()
+        }
+        Some(Code::FailedPrecondition) => {
+            "the server cannot write there (read-only file system or no permission)".into()
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// The last three components of `path` (task / version / file): enough to say what
+/// failed, nothing of where the server keeps its files.
+fn short_path(path: &std::path::Path) -> String {
+    let parts: Vec<_> = path.components().rev().take(3).collect();
+    let parts: Vec<String> = parts
+        .into_iter()
+        .rev()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    parts.join("/")
 }
 
 fn heads_code(e: &polyhead_heads::Error) -> Code {
@@ -90,5 +145,47 @@ fn heads_code(e: &polyhead_heads::Error) -> Code {
         // The database store is down or timed out: retry later.
         H::Database { .. } => Code::Unavailable,
         H::Io { .. } | H::DamagedPointer { .. } | H::Injected(_) => Code::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io_status(kind: std::io::ErrorKind, raw: Option<i32>) -> Status {
+        let source = match raw {
+            Some(n) => std::io::Error::from_raw_os_error(n),
+            None => std::io::Error::from(kind),
+        };
+        ServerError::Heads(polyhead_heads::Error::Io {
+            path: "/srv/secret/store/spam/.tmp-x1/head.safetensors".into(),
+            source,
+        })
+        .into()
+    }
+
+    #[test]
+    fn file_errors_have_typed_codes_and_no_server_paths() {
+        let full = io_status(std::io::ErrorKind::Other, Some(28));
+        assert_eq!(full.code(), Code::ResourceExhausted);
+        assert!(
+            full.message().contains("disk is full"),
+            "{}",
+            full.message()
+        );
+        let ro = io_status(std::io::ErrorKind::Other, Some(30));
+        assert_eq!(ro.code(), Code::FailedPrecondition);
+        let denied = io_status(std::io::ErrorKind::PermissionDenied, None);
+        assert_eq!(denied.code(), Code::FailedPrecondition);
+        let other = io_status(std::io::ErrorKind::InvalidData, None);
+        assert_eq!(other.code(), Code::Internal);
+        for s in [full, ro, denied, other] {
+            assert!(!s.message().contains("/srv/secret"), "{}", s.message());
+            assert!(
+                s.message().starts_with("spam/.tmp-x1/head.safetensors"),
+                "{}",
+                s.message()
+            );
+        }
     }
 }

@@ -70,11 +70,15 @@ impl FeatureCache {
     ) -> Result<(Embeddings, CacheStats)> {
         let info = encoder.info();
         let dim = info.dim;
+        let normalized = info.normalize;
         let namespace = format!("{}-{}", info.fingerprint, info.dtype);
         let mut data = vec![0f32; texts.len() * dim];
         let mut missing = Vec::new();
         for (i, text) in texts.iter().enumerate() {
-            match self.path(&namespace, text).and_then(|p| read_row(&p, dim)) {
+            match self
+                .path(&namespace, text)
+                .and_then(|p| read_row(&p, dim, normalized))
+            {
                 Some(row) => data[i * dim..(i + 1) * dim].copy_from_slice(&row),
                 None => missing.push(i),
             }
@@ -90,7 +94,11 @@ impl FeatureCache {
             for (row, &i) in emb.rows().zip(chunk) {
                 data[i * dim..(i + 1) * dim].copy_from_slice(row);
                 if let Some(p) = self.path(&namespace, &texts[i]) {
-                    write_row(&p, row)?;
+                    // The cache only saves time: a row that cannot be written is
+                    // computed again next time, and the training goes on.
+                    if let Err(e) = write_row(&p, row) {
+                        tracing::warn!(error = %e, "feature cache: cannot store a row");
+                    }
                 }
             }
             done += chunk.len();
@@ -104,22 +112,44 @@ impl FeatureCache {
     }
 }
 
-fn read_row(path: &Path, dim: usize) -> Option<Vec<f32>> {
+/// Largest feature value a row may hold when the backbone does not normalise:
+/// pooled transformer states are O(1-10); 3e38 is damage, not a feature.
+const MAX_ABS_FEATURE: f32 = 1e4;
+
+/// A cached row, or `None` (computed again) when it is missing, torn, foreign or
+/// damaged: every value finite, within [`MAX_ABS_FEATURE`], and of unit length
+/// (within 1e-3) when the backbone normalises. Training never sees a bad row.
+fn read_row(path: &Path, dim: usize, normalized: bool) -> Option<Vec<f32>> {
     let bytes = fs::read(path).ok()?;
     if bytes.len() != dim * 4 {
-        return None; // torn or foreign file: recompute
+        return None;
     }
-    Some(
-        bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-    )
+    let row: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let sane = row
+        .iter()
+        .all(|v| v.is_finite() && v.abs() <= MAX_ABS_FEATURE);
+    let norm = row
+        .iter()
+        .map(|v| f64::from(*v).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    if !sane || (normalized && (norm - 1.0).abs() > 1e-3) {
+        tracing::warn!(path = %path.display(), "feature cache: a damaged row is computed again");
+        return None;
+    }
+    Some(row)
 }
 
 fn write_row(path: &Path, row: &[f32]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io(dir))?;
+    // Something that is not a row file in the row's place (a folder) is cleared.
+    if fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
+        let _ = fs::remove_dir_all(path).or_else(|_| fs::remove_file(path));
+    }
     // temp + rename: a concurrent reader sees the whole row or none. tempfile's random
     // names cannot collide between processes sharing the folder (pid 1 in containers).
     let bytes: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -130,4 +160,53 @@ fn write_row(path: &Path, row: &[f32]) -> Result<()> {
     tmp.write_all(&bytes).map_err(io(tmp.path()))?;
     tmp.persist(path).map_err(|e| io(path)(e.error))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, row: &[f32]) -> PathBuf {
+        let p = dir.join(name);
+        let bytes: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
+        fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    #[test]
+    fn damaged_rows_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let unit = [0.6f32, 0.8, 0.0];
+        let ok = write(dir.path(), "ok", &unit);
+        assert_eq!(read_row(&ok, 3, true), Some(unit.to_vec()));
+        for (name, row) in [
+            ("nan", [f32::NAN, 0.0, 0.0]),
+            ("inf", [f32::INFINITY, 0.0, 0.0]),
+            ("huge", [3e38, 0.0, 0.0]),
+            ("not-unit", [0.5, 0.5, 0.0]),
+        ] {
+            let p = write(dir.path(), name, &row);
+            assert_eq!(read_row(&p, 3, true), None, "{name}");
+        }
+        // Unnormalised backbones: any finite, bounded row.
+        let p = write(dir.path(), "plain", &[2.0, -3.0, 0.5]);
+        assert!(read_row(&p, 3, false).is_some());
+        let p = write(dir.path(), "plain-huge", &[3e38, 0.0, 0.0]);
+        assert_eq!(read_row(&p, 3, false), None);
+        // Torn, or a folder in the row's place.
+        let p = write(dir.path(), "torn", &[0.6, 0.8]);
+        assert_eq!(read_row(&p, 3, true), None);
+        let d = dir.path().join("folder");
+        fs::create_dir(&d).unwrap();
+        assert_eq!(read_row(&d, 3, true), None);
+    }
+
+    #[test]
+    fn a_folder_in_a_rows_place_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ab").join("cdef");
+        fs::create_dir_all(p.join("inside")).unwrap();
+        write_row(&p, &[0.6, 0.8, 0.0]).expect("written over the folder");
+        assert_eq!(read_row(&p, 3, true), Some(vec![0.6, 0.8, 0.0]));
+    }
 }

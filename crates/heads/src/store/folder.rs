@@ -16,6 +16,7 @@ use std::{
     fs::{self, File},
     io::Write,
     path::{Path, PathBuf},
+    time::{Duration, SystemTime},
 };
 
 use super::{check_loadable, ActiveHistory, HeadStore, StoredVersion};
@@ -25,6 +26,9 @@ const ACTIVE: &str = "ACTIVE";
 const LOCK: &str = ".lock";
 const MANIFEST: &str = "manifest.json";
 const WEIGHTS: &str = "head.safetensors";
+const RETIRED: &str = ".retired";
+/// Temp debris older than this is a dead writer's, swept at open.
+const STALE: Duration = Duration::from_secs(600);
 
 /// Where a test can make the store stop as if the process died there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +55,7 @@ impl FsHeadStore {
     pub fn open(root: impl Into<PathBuf>) -> Result<FsHeadStore> {
         let root = root.into();
         fs::create_dir_all(&root).map_err(io(&root))?;
+        sweep_debris(&root);
         Ok(FsHeadStore {
             root,
             backbone: None,
@@ -145,19 +150,30 @@ impl FsHeadStore {
         self.write_pointer(task, &pointer.activated(version))
     }
 
+    /// The highest version a deleted incarnation of `task` had (0 = none).
+    fn retired(&self, task: &str) -> Result<u64> {
+        let path = self.root.join(RETIRED).join(task);
+        match fs::read_to_string(&path) {
+            Ok(s) => Ok(s.trim().parse().unwrap_or(0)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(io(path)(e)),
+        }
+    }
+
     /// Writes a version's files into a temp folder and renames it to `<task>/<version>`;
-    /// `Ok(false)` when that number is taken.
+    /// `Ok(false)` when that number is taken. A failed write removes its temp folder.
     fn place(&self, task: &str, version: u64, stored: &StoredVersion) -> Result<bool> {
         let dir = self.task_dir(task)?;
         fs::create_dir_all(&dir).map_err(io(&dir))?;
         let tmp = tempfile::Builder::new()
             .prefix(".tmp-")
             .tempdir_in(&dir)
-            .map_err(io(&dir))?
-            .keep();
-        write_synced(&tmp.join(MANIFEST), &stored.manifest)?;
-        write_synced(&tmp.join(WEIGHTS), &stored.weights)?;
-        sync_dir(&tmp)?;
+            .map_err(io(&dir))?;
+        let written = write_synced(&tmp.path().join(MANIFEST), &stored.manifest)
+            .and_then(|()| write_synced(&tmp.path().join(WEIGHTS), &stored.weights))
+            .and_then(|()| sync_dir(tmp.path()));
+        written?; // on error, dropping `tmp` removes the folder
+        let tmp = tmp.keep();
         // A crash here leaves the temp folder behind, as a real one would.
         self.check(FailPoint::BeforeVersionRename)?;
         let target = dir.join(version.to_string());
@@ -231,11 +247,13 @@ impl HeadStore for FsHeadStore {
         let mut versions = Vec::new();
         for entry in entries {
             let entry = entry.map_err(io(&dir))?;
-            if let Some(v) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u64>().ok())
-            {
+            // Only canonical numbers: "007" or "0" would name a folder that
+            // `read` (which writes the number back out) never finds.
+            if let Some(v) = entry.file_name().to_str().and_then(|n| {
+                n.parse::<u64>()
+                    .ok()
+                    .filter(|v| *v > 0 && v.to_string() == n)
+            }) {
                 versions.push(v);
             }
         }
@@ -262,14 +280,16 @@ impl HeadStore for FsHeadStore {
 
     fn put(&self, artifact: &HeadArtifact) -> Result<u64> {
         let task = artifact.manifest.task.clone();
-        let mut version = self.versions(&task)?.last().copied().unwrap_or(0) + 1;
+        let last = self.versions(&task)?.last().copied().unwrap_or(0);
+        let mut version = next_version(last.max(self.retired(&task)?), &task)?;
         let mut a = artifact.clone();
         loop {
             a.manifest.version = version;
             if self.place(&task, version, &StoredVersion::of(&a)?)? {
                 return Ok(version);
             }
-            version += 1; // another writer took this number: take the next
+            // Another writer took this number: take the next.
+            version = next_version(version, &task)?;
         }
     }
 
@@ -311,10 +331,28 @@ impl HeadStore for FsHeadStore {
 
     fn delete_task(&self, task: &str) -> Result<usize> {
         let dir = self.task_dir(task)?;
-        let n = self.versions(task)?.len();
+        let versions = self.versions(task)?;
+        let n = versions.len();
         if n == 0 {
             return Err(Error::TaskNotFound(task.to_owned()));
         }
+        // The numbers stay taken (see the module doc), recorded before the task goes.
+        let last = versions
+            .last()
+            .copied()
+            .unwrap_or(0)
+            .max(self.retired(task)?);
+        let retired = self.root.join(RETIRED);
+        fs::create_dir_all(&retired).map_err(io(&retired))?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(&retired)
+            .map_err(io(&retired))?;
+        tmp.write_all(last.to_string().as_bytes())
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(io(tmp.path()))?;
+        tmp.persist(retired.join(task))
+            .map_err(|e| io(retired.join(task))(e.error))?;
         // One rename makes the task vanish for readers; the removal can then fail or
         // be interrupted without leaving a half-deleted task.
         // rename(2) may replace an empty folder: a fresh random one is the grave.
@@ -354,6 +392,69 @@ impl HeadStore for FsHeadStore {
             });
         }
         self.locked(task, || self.write_pointer(task, history))
+    }
+}
+
+/// The version after `last`, or an error when the numbers are used up.
+fn next_version(last: u64, task: &str) -> Result<u64> {
+    last.checked_add(1).ok_or_else(|| {
+        Error::InvalidArtifact(format!(
+            "task {task:?} has used every version number (the last is {last}): delete \
+             or rename the task"
+        ))
+    })
+}
+
+/// Removes temp debris (names starting with `.tmp-`, `.ACTIVE.tmp-`, `.deleted-`)
+/// older than [`STALE`] from the store root, each task folder and `.retired`.
+/// Best effort: what cannot be removed is logged and left.
+fn sweep_debris(root: &Path) {
+    let is_debris = |name: &str| {
+        name.starts_with(".tmp-")
+            || name.starts_with(".ACTIVE.tmp-")
+            || name.starts_with(".deleted-")
+    };
+    let stale = |path: &Path| {
+        fs::symlink_metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age >= STALE)
+    };
+    let Ok(top) = fs::read_dir(root) else { return };
+    let mut dirs = vec![root.to_owned()];
+    for entry in top.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !is_debris(&name) {
+                dirs.push(entry.path());
+            }
+        }
+    }
+    for dir in dirs {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if !is_debris(&name) || !stale(&path) {
+                continue;
+            }
+            let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            match removed {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed a dead writer's temp files")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove temp files")
+                }
+            }
+        }
     }
 }
 

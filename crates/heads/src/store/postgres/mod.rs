@@ -111,21 +111,41 @@ impl PgHeadStore {
             location: redact(url),
             changes,
         };
-        let pool = store.pool.clone();
-        store.run(async move {
-            let migrator = Migrator::new(Embedded)
-                .await
-                .map_err(|e| Error::Database { msg: e.to_string() })?;
-            migrator.run(&pool).await.map_err(|e| Error::Database {
-                msg: format!("migrating the schema: {e}"),
-            })
-        })?;
+        store.run_once(migrate(store.pool.clone()))?;
         store.handle.spawn(listen(store.pool.clone(), tick));
         Ok(store)
     }
 
-    /// Runs `fut` on the store's runtime and waits for it, for at most [`CALL_TIMEOUT`].
+    /// Runs `fut` on the store's runtime and waits for it; after a database error,
+    /// re-creates the schema if it has gone (the database was dropped and created
+    /// again under a running server), so the next call finds it.
     fn run<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        let out = self.run_once(fut);
+        if matches!(out, Err(Error::Database { .. })) {
+            let pool = self.pool.clone();
+            let repaired = self.run_once(async move {
+                let present: Option<String> =
+                    sqlx::query_scalar("SELECT to_regclass('polyhead_version')::text")
+                        .fetch_one(&pool)
+                        .await
+                        .map_err(db)?;
+                if present.is_some() {
+                    return Ok(false);
+                }
+                migrate(pool).await.map(|()| true)
+            });
+            if let Ok(true) = repaired {
+                tracing::warn!(store = %self.location, "the head store's schema had gone; created it again");
+            }
+        }
+        out
+    }
+
+    /// Runs `fut` on the store's runtime and waits for it, for at most [`CALL_TIMEOUT`].
+    fn run_once<T: Send + 'static>(
         &self,
         fut: impl Future<Output = Result<T>> + Send + 'static,
     ) -> Result<T> {
@@ -153,6 +173,17 @@ impl PgHeadStore {
             version,
         )
     }
+}
+
+/// Applies the schema migrations (under sqlx's advisory lock: replicas starting
+/// together migrate once).
+async fn migrate(pool: PgPool) -> Result<()> {
+    let migrator = Migrator::new(Embedded)
+        .await
+        .map_err(|e| Error::Database { msg: e.to_string() })?;
+    migrator.run(&pool).await.map_err(|e| Error::Database {
+        msg: format!("migrating the schema: {e}"),
+    })
 }
 
 /// Ticks `tick` on every notification and on every (re)connection, for ever.
