@@ -104,6 +104,21 @@ impl Drop for TestDatabase {
     }
 }
 
+/// Runs one SQL statement on the database at `url` (tests that damage a store).
+///
+/// # Panics
+/// When the database cannot be reached or the statement fails.
+pub fn execute(url: &str, sql: &str) {
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    block_on(async move {
+        let mut c = PgConnection::connect(&url).await.expect("connect");
+        sqlx::query(&sql)
+            .execute(&mut c)
+            .await
+            .expect("the statement");
+    });
+}
+
 /// Every file under `root` as (relative path, bytes), sorted; `.lock` files (made by
 /// the folder store's locking, not data) are left out. For comparing stores.
 pub fn files_under(root: &std::path::Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {

@@ -77,8 +77,11 @@ fn contract(s: &dyn HeadStore) {
     assert!(matches!(s.delete_task("spam"), Err(Error::TaskNotFound(_))));
     assert_eq!(s.tasks().unwrap(), vec!["news"]);
     assert!(s.versions("spam").unwrap().is_empty());
-    // Numbers start again after a delete.
-    assert_eq!(s.put(&artifact("spam", 4.0)).unwrap(), 1);
+    // Numbers are never reused after a delete: a replica still serving version 1 of
+    // the deleted task must see a new number.
+    assert_eq!(s.put(&artifact("spam", 4.0)).unwrap(), 4);
+    assert_eq!(s.delete_task("spam").unwrap(), 1);
+    assert_eq!(s.put(&artifact("spam", 5.0)).unwrap(), 5);
 }
 
 #[test]
@@ -106,6 +109,23 @@ fn open_store_picks_the_implementation_by_url() {
     let f = open_store(&format!("file://{}", d.path().display()), None).unwrap();
     assert!(f.changes().is_none());
     assert_eq!(f.location(), d.path().display().to_string());
+}
+
+#[test]
+fn a_schema_dropped_under_a_running_store_is_created_again() {
+    let db = TestDatabase::create();
+    let s = pg(&db);
+    s.put(&artifact("t", 1.0)).unwrap();
+    // The database dropped and created empty again, as far as the schema goes.
+    polyhead_heads::testing::execute(
+        db.url(),
+        "DROP TABLE polyhead_version, polyhead_task, polyhead_retired, _sqlx_migrations",
+    );
+    // The first call meets the missing schema; the store creates it again, so the
+    // calls after it work without a restart.
+    let _ = s.tasks();
+    assert_eq!(s.tasks().unwrap(), Vec::<String>::new());
+    assert_eq!(s.put(&artifact("t", 2.0)).unwrap(), 1);
 }
 
 #[test]

@@ -298,3 +298,61 @@ fn concurrent_activations_from_two_handles_keep_a_valid_pointer() {
         .collect();
     assert!(debris.is_empty(), "{debris:?}");
 }
+
+#[test]
+fn version_numbers_are_never_reused_after_a_delete() {
+    let (_d, s) = store();
+    s.put_and_activate(&artifact("t", 1.0), true).unwrap();
+    s.put_and_activate(&artifact("t", 2.0), true).unwrap();
+    s.delete_task("t").unwrap();
+    assert_eq!(s.put_and_activate(&artifact("t", 3.0), true).unwrap(), 3);
+    s.delete_task("t").unwrap();
+    assert_eq!(s.put(&artifact("t", 4.0)).unwrap(), 4);
+    // The retired numbers are kept in the store, not in the process.
+    let s2 = FsHeadStore::open(s.root()).unwrap();
+    s2.delete_task("t").unwrap();
+    assert_eq!(s2.put(&artifact("t", 5.0)).unwrap(), 5);
+    assert_eq!(s2.tasks().unwrap(), vec!["t".to_string()]);
+}
+
+#[test]
+fn the_last_version_number_is_an_error_not_a_wrap() {
+    let (d, s) = store();
+    s.put(&artifact("t", 1.0)).unwrap();
+    // A folder named u64::MAX, as a hostile or broken writer could leave it.
+    fs::rename(
+        d.path().join("t/1"),
+        d.path().join(format!("t/{}", u64::MAX)),
+    )
+    .unwrap();
+    let e = s.put(&artifact("t", 2.0)).unwrap_err();
+    assert!(e.to_string().contains("used every version number"), "{e}");
+    // Non-canonical numbers ("0", "007") are not versions.
+    fs::create_dir(d.path().join("t/0")).unwrap();
+    fs::create_dir(d.path().join("t/007")).unwrap();
+    assert_eq!(s.versions("t").unwrap(), vec![u64::MAX]);
+    assert!(matches!(
+        s.activate("t", 0),
+        Err(Error::VersionNotFound { .. })
+    ));
+}
+
+#[test]
+fn a_dead_writers_temp_files_are_swept_at_open_and_a_live_ones_kept() {
+    let (d, s) = store();
+    s.put(&artifact("t", 1.0)).unwrap();
+    let old = d.path().join("t/.tmp-dead");
+    let fresh = d.path().join("t/.tmp-live");
+    fs::create_dir(&old).unwrap();
+    fs::write(old.join("head.safetensors"), vec![0u8; 1000]).unwrap();
+    fs::create_dir(&fresh).unwrap();
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    fs::File::open(&old)
+        .unwrap()
+        .set_modified(an_hour_ago)
+        .unwrap();
+    FsHeadStore::open(d.path()).unwrap();
+    assert!(!old.exists(), "stale debris removed");
+    assert!(fresh.exists(), "a write in progress is left alone");
+    assert_eq!(s.versions("t").unwrap(), vec![1]);
+}

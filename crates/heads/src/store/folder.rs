@@ -267,7 +267,8 @@ impl HeadStore for FsHeadStore {
 
     fn read(&self, task: &str, version: u64) -> Result<StoredVersion> {
         let dir = self.task_dir(task)?.join(version.to_string());
-        if !dir.is_dir() {
+        // 0 is never a version (a folder named "0" is debris).
+        if version == 0 || !dir.is_dir() {
             return Err(Error::VersionNotFound {
                 task: task.to_owned(),
                 version,

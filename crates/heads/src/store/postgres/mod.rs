@@ -279,12 +279,15 @@ impl HeadStore for PgHeadStore {
         self.run(async move {
             let mut tx = pool.begin().await.map_err(db)?;
             ensure_task(&mut tx, &task).await?;
-            let last: Option<i64> =
-                sqlx::query_scalar("SELECT max(version) FROM polyhead_version WHERE task = $1")
-                    .bind(&task)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db)?;
+            // Above every stored number and every number a deleted task had.
+            let last: Option<i64> = sqlx::query_scalar(
+                "SELECT greatest((SELECT max(version) FROM polyhead_version WHERE task = $1), \
+                 (SELECT last_version FROM polyhead_retired WHERE task = $1))",
+            )
+            .bind(&task)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
             let version = int(last.unwrap_or(0)) + 1;
             head.manifest.version = version;
             let json = head.manifest_json();
@@ -359,10 +362,21 @@ impl HeadStore for PgHeadStore {
         self.run(async move {
             let mut tx = pool.begin().await.map_err(db)?;
             lock_task(&mut tx, &task).await?;
-            let n = versions_of(&mut *tx, &task).await?.len();
-            if n == 0 {
+            let versions = versions_of(&mut *tx, &task).await?;
+            let n = versions.len();
+            let Some(&last) = versions.last() else {
                 return Err(Error::TaskNotFound(task));
-            }
+            };
+            sqlx::query(
+                "INSERT INTO polyhead_retired (task, last_version) VALUES ($1, $2) \
+                 ON CONFLICT (task) DO UPDATE \
+                 SET last_version = greatest(polyhead_retired.last_version, EXCLUDED.last_version)",
+            )
+            .bind(&task)
+            .bind(big(last)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
             sqlx::query("DELETE FROM polyhead_task WHERE name = $1")
                 .bind(&task)
                 .execute(&mut *tx)

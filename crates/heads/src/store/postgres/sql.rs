@@ -13,8 +13,10 @@ use crate::{store::ActiveHistory, store::StoredVersion, Error, Result};
 /// The NOTIFY channel; the payload is the task name.
 pub(super) const CHANNEL: &str = "polyhead_heads";
 /// The schema, in order; applied once each, recorded in `_sqlx_migrations`.
-const MIGRATIONS: [(i64, &str, &str); 1] =
-    [(1, "heads", include_str!("../migrations/0001_heads.sql"))];
+const MIGRATIONS: [(i64, &str, &str); 2] = [
+    (1, "heads", include_str!("../migrations/0001_heads.sql")),
+    (2, "retired", include_str!("../migrations/0002_retired.sql")),
+];
 
 /// The migrations compiled into the binary (no files needed at run time).
 #[derive(Debug)]
