@@ -6,6 +6,7 @@ mod deploy;
 mod errors;
 mod hardening;
 mod load;
+mod measures;
 mod replicas;
 mod serving;
 mod swap;

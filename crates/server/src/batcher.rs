@@ -3,9 +3,10 @@
 //! short wait for company, skips requests whose caller went away or whose deadline
 //! passed, runs one backbone job per batch and answers every waiter.
 //!
-//! A request larger than one batch is split: each batch takes what fits of the
-//! requests at the front of the queue, and a request with texts left goes to the back,
-//! behind the requests that arrived meanwhile. So a one-text call waits for at most
+//! A request larger than one batch is split: a batch takes whole requests from the
+//! front of the queue while they fit, or else a part of the front request alone, and
+//! a request with texts left goes to the back, behind the requests that arrived
+//! meanwhile. So a one-text call waits for at most
 //! one batch however large the requests ahead of it, and the rest of a request whose
 //! caller left (or whose deadline passed) is never run.
 //!
@@ -187,9 +188,9 @@ fn drop_abandoned(queue: &mut VecDeque<Item>) {
 }
 
 /// Takes the next batch from the front of `queue`: whole requests while they fit in
-/// `max_tokens`, then the part of the next one that fits (at least one text, however
-/// long, when the batch would be empty). Returns each request with the range of its
-/// texts in this batch, in queue order.
+/// `max_tokens`; or, when the request at the front does not fit whole, the part of it
+/// that does (at least one text, however long) as a batch of its own. Returns each
+/// request with the range of its texts in this batch, in queue order.
 fn take_batch(queue: &mut VecDeque<Item>, max_tokens: usize) -> Vec<(Item, Range<usize>)> {
     let mut batch = Vec::new();
     let mut tokens = 0;
@@ -204,7 +205,9 @@ fn take_batch(queue: &mut VecDeque<Item>, max_tokens: usize) -> Vec<(Item, Range
             tokens += len;
             end += 1;
         }
-        if end == front.next {
+        // A part of a request only as a batch of its own: topping up a batch of small
+        // requests with a big one's rest would make them wait for a full batch.
+        if end == front.next || (end < front.ids.len() && !batch.is_empty()) {
             break;
         }
         let Some(item) = queue.pop_front() else { break };
@@ -319,8 +322,10 @@ mod tests {
         let (c, _c) = item(&[50, 50]);
         let mut queue = VecDeque::from([a, b, c]);
         let batch = take_batch(&mut queue, 100);
-        assert_eq!(ranges(&batch), vec![0..2, 0..1, 0..1]);
-        assert!(queue.is_empty());
+        assert_eq!(ranges(&batch), vec![0..2, 0..1], "c does not fit whole");
+        assert_eq!(queue.len(), 1);
+        let batch = take_batch(&mut queue, 100);
+        assert_eq!(ranges(&batch), vec![0..2]);
     }
 
     #[test]
@@ -331,7 +336,9 @@ mod tests {
         let (one, _o) = item(&[12]);
         let mut queue = VecDeque::from([one, huge]);
         let batch = take_batch(&mut queue, 2048);
-        assert_eq!(ranges(&batch), vec![0..1, 8..15]);
+        assert_eq!(ranges(&batch), vec![0..1], "not topped up with the huge rest");
+        let batch = take_batch(&mut queue, 2048);
+        assert_eq!(ranges(&batch), vec![8..16]);
     }
 
     #[test]
