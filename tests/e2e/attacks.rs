@@ -429,7 +429,8 @@ async fn malformed_frames_are_invalid_argument() {
     let mut conn = raw::RawConnection::open(&server.addr, 1 << 20).await;
     let path = "/polyhead.v1.Inference/Classify";
     let gzip = [("grpc-encoding", "gzip")];
-    let cases: Vec<(&str, Vec<u8>, &[(&str, &str)])> = vec![
+    type Case<'a> = (&'a str, Vec<u8>, &'a [(&'a str, &'a str)]);
+    let cases: Vec<Case> = vec![
         ("compression flag 7", raw::frame(7, 3, b"abc"), &[]),
         ("bad gzip", raw::frame(1, 8, b"notgzip!"), &gzip),
         (

@@ -336,7 +336,11 @@ mod tests {
         let (one, _o) = item(&[12]);
         let mut queue = VecDeque::from([one, huge]);
         let batch = take_batch(&mut queue, 2048);
-        assert_eq!(ranges(&batch), vec![0..1], "not topped up with the huge rest");
+        assert_eq!(
+            ranges(&batch),
+            vec![0..1],
+            "not topped up with the huge rest"
+        );
         let batch = take_batch(&mut queue, 2048);
         assert_eq!(ranges(&batch), vec![8..16]);
     }

@@ -162,7 +162,7 @@ pub(crate) fn connection_cap(wanted: usize) -> usize {
                 current: limit.maximum,
                 maximum: limit.maximum,
             };
-            if setrlimit(Resource::Nofile, raised.clone()).is_ok() {
+            if setrlimit(Resource::Nofile, raised).is_ok() {
                 limit = raised;
             }
         }
