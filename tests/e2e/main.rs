@@ -3,6 +3,7 @@
 
 mod attacks;
 mod deploy;
+mod disk;
 mod errors;
 mod hardening;
 mod load;
