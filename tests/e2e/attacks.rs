@@ -10,7 +10,7 @@ use polyhead_api::v1::{
     ClassifyRequest, EmbedRequest, ListTasksRequest, ListVersionsRequest, TrainHeadRequest,
 };
 use polyhead_e2e::{
-    artifact, code, eventually, fingerprint, raw, register, texts, upload, Server, TOKEN,
+    artifact, code, eventually, fingerprint, one, raw, register, texts, upload, Server, TOKEN,
 };
 use tonic::Code;
 
@@ -26,14 +26,6 @@ fn requests(server: &Server, rpc: &str, code: Option<&str>) -> f64 {
         .filter(|l| code_label.as_ref().is_none_or(|c| l.contains(c.as_str())))
         .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
         .sum()
-}
-
-fn one(task: &str, text: &str) -> ClassifyRequest {
-    ClassifyRequest {
-        task: task.into(),
-        texts: vec![text.into()],
-        top_k: 1,
-    }
 }
 
 /// High 1: a client that never reads its responses (zero receive window) holds at

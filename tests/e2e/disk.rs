@@ -1,15 +1,6 @@
 //! Issue 18, finding 9: the store's disk fills up under a running server.
-use polyhead_api::v1::ClassifyRequest;
-use polyhead_e2e::{artifact, fingerprint, register, upload, Server};
+use polyhead_e2e::{artifact, fingerprint, one, register, upload, Server};
 use tonic::Code;
-
-fn one(task: &str, text: &str) -> ClassifyRequest {
-    ClassifyRequest {
-        task: task.into(),
-        texts: vec![text.into()],
-        top_k: 1,
-    }
-}
 
 /// A tmpfs of `kib` KiB mounted on a temporary folder; unmounted on drop.
 struct SmallDisk {

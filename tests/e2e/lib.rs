@@ -427,6 +427,15 @@ pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// A Classify of one text with its best label.
+pub fn one(task: &str, text: &str) -> polyhead_api::v1::ClassifyRequest {
+    polyhead_api::v1::ClassifyRequest {
+        task: task.into(),
+        texts: vec![text.into()],
+        top_k: 1,
+    }
+}
+
 /// `n` distinct texts starting with `prefix`.
 pub fn texts(prefix: &str, n: usize) -> Vec<String> {
     (0..n)

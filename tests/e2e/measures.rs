@@ -11,39 +11,61 @@ use std::{
 use polyhead_api::v1::{ClassifyRequest, EmbedRequest, Example, TrainHeadRequest};
 use polyhead_e2e::{raw, register, texts, Server};
 
-/// One-text Classify calls in a loop on their own connection until `stop`:
-/// (latencies of the answered ones, failures).
-fn one_text_caller(
-    server: &Server,
+/// One-text Classify calls in a loop on their own connection, every 100 ms, until
+/// [`Caller::finish`].
+struct Caller {
     stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<(Vec<Duration>, usize)> {
-    let url = server.url();
-    tokio::spawn(async move {
-        let channel = tonic::transport::Channel::from_shared(url)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut client = polyhead_api::v1::inference_client::InferenceClient::new(channel);
-        let (mut ok, mut failed, mut i) = (Vec::new(), 0, 0u64);
-        while !stop.load(Ordering::SeqCst) {
-            i += 1;
-            let t = Instant::now();
-            let r = client
-                .classify(ClassifyRequest {
-                    task: "a".into(),
-                    texts: vec![format!("a one-text call number {i} {}", rand_tag())],
-                    top_k: 1,
-                })
-                .await;
-            match r {
-                Ok(_) => ok.push(t.elapsed()),
-                Err(_) => failed += 1,
+    task: tokio::task::JoinHandle<(Vec<Duration>, usize)>,
+}
+
+impl Caller {
+    fn start(server: &Server) -> Caller {
+        let url = server.url();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let channel = tonic::transport::Channel::from_shared(url)
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let mut client = polyhead_api::v1::inference_client::InferenceClient::new(channel);
+            let (mut ok, mut failed, mut i) = (Vec::new(), 0, 0u64);
+            while !stopped.load(Ordering::SeqCst) {
+                i += 1;
+                let t = Instant::now();
+                let r = client
+                    .classify(ClassifyRequest {
+                        task: "a".into(),
+                        texts: vec![format!("a one-text call number {i} {}", rand_tag())],
+                        top_k: 1,
+                    })
+                    .await;
+                match r {
+                    Ok(_) => ok.push(t.elapsed()),
+                    Err(_) => failed += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        (ok, failed)
-    })
+            (ok, failed)
+        });
+        Caller { stop, task }
+    }
+
+    /// Stops the calls: their latency percentiles and the number that failed.
+    async fn finish(self) -> (serde_json::Value, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        let (ok, failed) = self.task.await.unwrap();
+        (percentiles(ok), failed)
+    }
+}
+
+/// A server at the defaults serving task `a`.
+async fn serving() -> Server {
+    let server = Server::start(&[]);
+    server.wait_serving().await;
+    register(&server, &["a"]).await;
+    server
 }
 
 fn rand_tag() -> u128 {
@@ -75,16 +97,13 @@ fn long_texts(tag: &str, n: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a measurement: bench/attacks.sh"]
 async fn measure_slow_reader() {
-    let server = Server::start(&[]);
-    server.wait_serving().await;
-    register(&server, &["a"]).await;
+    let server = serving().await;
     let embed = EmbedRequest {
         texts: texts("slow reader", 256),
     };
     server.inference().await.embed(embed.clone()).await.unwrap();
     let rss_before = server.rss_kib();
-    let stop = Arc::new(AtomicBool::new(false));
-    let caller = one_text_caller(&server, stop.clone());
+    let caller = Caller::start(&server);
     let started = Instant::now();
     let attackers: Vec<_> = (0..12)
         .map(|_| {
@@ -123,8 +142,7 @@ async fn measure_slow_reader() {
     }
     peak_rss = peak_rss.max(server.rss_kib());
     let during = started.elapsed();
-    stop.store(true, Ordering::SeqCst);
-    let (ok, failed) = caller.await.unwrap();
+    let (one_text, failed) = caller.finish().await;
     drop(held);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let rss_after_5s = server.rss_kib();
@@ -140,7 +158,7 @@ async fn measure_slow_reader() {
             "rss_mb": {"before": rss_before / 1024, "peak": peak_rss / 1024,
                        "after_5s": rss_after_5s / 1024, "after_30s": server.rss_kib() / 1024},
             "pending_bytes_after_close": pending_after,
-            "one_text_calls": percentiles(ok), "one_text_failed": failed,
+            "one_text_calls": one_text, "one_text_failed": failed,
         })
     );
 }
@@ -151,11 +169,8 @@ async fn measure_slow_reader() {
 #[ignore = "a measurement: bench/attacks.sh"]
 async fn measure_idle_connections() {
     use std::io::{Read, Write};
-    let server = Server::start(&[]);
-    server.wait_serving().await;
-    register(&server, &["a"]).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let caller = one_text_caller(&server, stop.clone());
+    let server = serving().await;
+    let caller = Caller::start(&server);
     let opened = Instant::now();
     let mut silent = Vec::new();
     for i in 0..1000 {
@@ -183,8 +198,7 @@ async fn measure_idle_connections() {
     });
     let closed = closing.await.unwrap();
     let all_closed = opened.elapsed();
-    stop.store(true, Ordering::SeqCst);
-    let (ok, failed) = caller.await.unwrap();
+    let (one_text, failed) = caller.finish().await;
     println!(
         "MEASURE {}",
         serde_json::json!({
@@ -192,7 +206,7 @@ async fn measure_idle_connections() {
             "open_connections_gauge_after_connecting": open_gauge,
             "closed_by_server": closed, "all_closed_after_s": all_closed.as_secs_f64(),
             "closed_total_handshake": server.metric("polyhead_connections_closed_total{reason=\"handshake\"}"),
-            "one_text_calls": percentiles(ok), "one_text_failed": failed,
+            "one_text_calls": one_text, "one_text_failed": failed,
         })
     );
 }
@@ -203,9 +217,7 @@ async fn measure_idle_connections() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a measurement: bench/attacks.sh"]
 async fn measure_at_the_limits() {
-    let server = Server::start(&[]);
-    server.wait_serving().await;
-    register(&server, &["a"]).await;
+    let server = serving().await;
     let mut client = server.inference().await;
     let huge: Vec<String> = (0..255)
         .map(|i| format!("{i} {}", "lorem ipsum ".repeat(6000))[..65_000].to_owned())
@@ -220,8 +232,7 @@ async fn measure_at_the_limits() {
         .await
         .unwrap_err();
     let refused_ms = t.elapsed().as_secs_f64() * 1e3;
-    let stop = Arc::new(AtomicBool::new(false));
-    let caller = one_text_caller(&server, stop.clone());
+    let caller = Caller::start(&server);
     let started = Instant::now();
     let mut big = Vec::new();
     while started.elapsed() < Duration::from_secs(60) {
@@ -236,15 +247,14 @@ async fn measure_at_the_limits() {
             .unwrap();
         big.push(t.elapsed());
     }
-    stop.store(true, Ordering::SeqCst);
-    let (ok, failed) = caller.await.unwrap();
+    let (one_text, failed) = caller.finish().await;
     println!(
         "MEASURE {}",
         serde_json::json!({
             "scenario": "requests of 128 x 256 tokens back to back for 60 s",
             "issue_request_255x64KiB": {"code": format!("{:?}", refused.code()), "ms": refused_ms},
             "big_requests": percentiles(big),
-            "one_text_calls": percentiles(ok), "one_text_failed": failed,
+            "one_text_calls": one_text, "one_text_failed": failed,
         })
     );
 }
@@ -253,9 +263,7 @@ async fn measure_at_the_limits() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a measurement: bench/attacks.sh"]
 async fn measure_inference_during_training() {
-    let server = Server::start(&[]);
-    server.wait_serving().await;
-    register(&server, &["a"]).await;
+    let server = serving().await;
     let examples: Vec<Example> = long_texts("train", 300)
         .into_iter()
         .enumerate()
@@ -264,8 +272,7 @@ async fn measure_inference_during_training() {
             label: if i % 2 == 0 { "x" } else { "y" }.into(),
         })
         .collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let caller = one_text_caller(&server, stop.clone());
+    let caller = Caller::start(&server);
     let t = Instant::now();
     let mut stream = server
         .admin()
@@ -281,14 +288,13 @@ async fn measure_inference_during_training() {
         .into_inner();
     while stream.message().await.unwrap().is_some() {}
     let trained = t.elapsed();
-    stop.store(true, Ordering::SeqCst);
-    let (ok, failed) = caller.await.unwrap();
+    let (one_text, failed) = caller.finish().await;
     println!(
         "MEASURE {}",
         serde_json::json!({
             "scenario": "TrainHead of 300 uncached texts of 256 tokens",
             "train_seconds": trained.as_secs_f64(),
-            "one_text_calls": percentiles(ok), "one_text_failed": failed,
+            "one_text_calls": one_text, "one_text_failed": failed,
         })
     );
 }

@@ -47,10 +47,17 @@ struct Item {
     deadline: Instant,
 }
 
-impl Item {
-    fn remaining_tokens(&self) -> usize {
-        self.ids[self.next..].iter().map(Vec::len).sum()
-    }
+/// Whether `queue` holds at least `max_tokens` tokens still to embed (counting stops
+/// there: a queue of large requests is not summed whole at every wait).
+fn holds_a_batch(queue: &VecDeque<Item>, max_tokens: usize) -> bool {
+    let mut tokens = 0;
+    queue
+        .iter()
+        .flat_map(|item| &item.ids[item.next..])
+        .any(|ids| {
+            tokens += ids.len();
+            tokens >= max_tokens
+        })
 }
 
 /// Cloneable handle to the batching task.
@@ -144,7 +151,7 @@ async fn run(
         // request is on its way (announced, not queued yet), or the last batch was
         // larger (callers are many, and the rest of them are about to send).
         let window = tokio::time::Instant::now() + limits.max_wait;
-        while queue.iter().map(Item::remaining_tokens).sum::<usize>() < limits.max_tokens
+        while !holds_a_batch(&queue, limits.max_tokens)
             && (coming.load(Ordering::SeqCst) > queue.len() || last > queue.len())
         {
             match tokio::time::timeout_at(window, rx.recv()).await {

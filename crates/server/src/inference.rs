@@ -209,7 +209,6 @@ fn list_page(engine: &Engine, req: &ListTasksRequest, max_bytes: usize) -> ListT
         .filter(|h| h.manifest.task.as_str() > req.page_token.as_str())
         .collect();
     heads.sort_by(|a, b| a.manifest.task.cmp(&b.manifest.task));
-    let more = heads.len() > size;
     // Room for the token and the framing; a summary is a few bytes over its strings.
     let budget = max_bytes.saturating_sub(1024);
     let mut page = ListTasksResponse::default();
@@ -228,7 +227,7 @@ fn list_page(engine: &Engine, req: &ListTasksRequest, max_bytes: usize) -> ListT
         bytes += n;
         page.tasks.push(summary);
     }
-    if more || page.tasks.len() < heads.len().min(size) {
+    if page.tasks.len() < heads.len() {
         page.next_page_token = page
             .tasks
             .last()

@@ -96,8 +96,9 @@ pub(crate) struct Ledger<S> {
 
 /// A call the ledger may still have to record.
 struct Entry {
+    /// Shares its recorded flag with the handler's `CallInfo` (through the request's
+    /// extensions).
     info: CallInfo,
-    recorded: Recorded,
     start: Instant,
     deadline: Option<Instant>,
 }
@@ -105,11 +106,9 @@ struct Entry {
 impl Entry {
     /// Records the call unless a handler already did.
     fn record(self, code: Code) {
-        if self.recorded.is_set() {
-            return;
+        if !self.info.is_recorded() {
+            self.info.record(code, "", self.start.elapsed());
         }
-        self.recorded.set();
-        self.info.record(code, "", self.start.elapsed());
     }
 
     /// The code of a call that ended without a status: the caller's deadline passed
@@ -136,8 +135,7 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        let recorded = Recorded::default();
-        request.extensions_mut().insert(recorded.clone());
+        request.extensions_mut().insert(Recorded::default());
         let conn_call = conn_info(request.extensions()).map(|c| c.state.call());
         let deadline = request
             .headers()
@@ -147,7 +145,6 @@ where
             .map(|t| Instant::now() + t);
         let entry = Entry {
             info: CallInfo::of_http(rpc_of(request.uri().path()), &request),
-            recorded,
             start: Instant::now(),
             deadline,
         };

@@ -69,13 +69,11 @@ pub(crate) fn cut(s: &str) -> String {
 pub(crate) struct Recorded(Arc<AtomicBool>);
 
 impl Recorded {
-    /// Whether the outcome has been recorded.
-    pub fn is_set(&self) -> bool {
+    fn is_set(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
 
-    /// Marks the outcome recorded.
-    pub fn set(&self) {
+    fn set(&self) {
         self.0.store(true, Ordering::SeqCst);
     }
 }
@@ -100,50 +98,42 @@ pub(crate) struct CallInfo {
 impl CallInfo {
     /// Reads the request's id, trace context and peer.
     pub fn of<T>(rpc: &'static str, request: &Request<T>) -> CallInfo {
-        let meta = |key: &str| {
-            request
-                .metadata()
-                .get(key)
-                .and_then(|v| v.to_str().ok())
-                .map(cut)
-                .unwrap_or_default()
-        };
-        let conn = conn_info(request.extensions());
-        CallInfo {
-            rpc,
-            request_id: meta("x-request-id"),
-            traceparent: meta("traceparent"),
-            peer: conn.map(|c| c.peer.to_string()).unwrap_or_default(),
-            recorded: request
-                .extensions()
-                .get::<Recorded>()
-                .cloned()
-                .unwrap_or_default(),
-            conn: conn.map(|c| c.state.clone()),
-            ..CallInfo::default()
-        }
+        CallInfo::from_parts(rpc, request.metadata().as_ref(), request.extensions())
     }
 
     /// The identity of a call read from its HTTP request, for calls the ledger
     /// records itself (refused before a handler ran, or with no handler).
     pub fn of_http<B>(rpc: &'static str, request: &http::Request<B>) -> CallInfo {
-        let meta = |key: &str| {
-            request
-                .headers()
+        CallInfo::from_parts(rpc, request.headers(), request.extensions())
+    }
+
+    fn from_parts(
+        rpc: &'static str,
+        headers: &http::HeaderMap,
+        extensions: &http::Extensions,
+    ) -> CallInfo {
+        let header = |key: &str| {
+            headers
                 .get(key)
                 .and_then(|v| v.to_str().ok())
                 .map(cut)
                 .unwrap_or_default()
         };
+        let conn = conn_info(extensions);
         CallInfo {
             rpc,
-            request_id: meta("x-request-id"),
-            traceparent: meta("traceparent"),
-            peer: conn_info(request.extensions())
-                .map(|c| c.peer.to_string())
-                .unwrap_or_default(),
+            request_id: header("x-request-id"),
+            traceparent: header("traceparent"),
+            peer: conn.map(|c| c.peer.to_string()).unwrap_or_default(),
+            recorded: extensions.get::<Recorded>().cloned().unwrap_or_default(),
+            conn: conn.map(|c| c.state.clone()),
             ..CallInfo::default()
         }
+    }
+
+    /// Whether this call's outcome has been recorded (by whichever layer holds it).
+    pub fn is_recorded(&self) -> bool {
+        self.recorded.is_set()
     }
 
     /// Names the task for logs only (known once the call is done).

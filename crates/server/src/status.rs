@@ -71,9 +71,11 @@ impl From<ServerError> for Status {
         // server's paths, with a code that says whose move it is: a full disk is
         // RESOURCE_EXHAUSTED, a read-only or forbidden store FAILED_PRECONDITION.
         if let Some((path, source)) = file_error(&e) {
-            let code = io_code(source).unwrap_or(code);
+            let typed = io_code(source);
+            let code = typed.unwrap_or(code);
             tracing::error!(error = %e, code = ?code, "file error");
-            return Status::new(code, format!("{}: {}", short_path(path), describe(source)));
+            let what = describe(source, typed);
+            return Status::new(code, format!("{}: {what}", short_path(path)));
         }
         if code == Code::Internal {
             tracing::error!(error = %e, "internal error");
@@ -107,8 +109,9 @@ fn io_code(e: &std::io::Error) -> Option<Code> {
     }
 }
 
-fn describe(e: &std::io::Error) -> String {
-    match io_code(e) {
+/// What an OS error means to a client, given its [`io_code`].
+fn describe(e: &std::io::Error, code: Option<Code>) -> String {
+    match code {
         Some(Code::ResourceExhausted) => {
             "the server's disk is full (no space left on device)".into()
         }
