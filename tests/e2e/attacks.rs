@@ -93,6 +93,48 @@ async fn a_reader_that_never_reads_cannot_grow_the_servers_memory() {
     .await;
 }
 
+/// High 1: the memory a stalled reader's answers took goes back to the OS once
+/// they are released (jemalloc's background purge; glibc kept ~145 of 260 MB).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_memory_of_released_answers_goes_back_to_the_os() {
+    let budget = "134217728"; // 128 MiB, per connection and in all
+    let server = Server::start(&[
+        (
+            "POLYHEAD__SERVER__MAX_RESPONSE_BYTES_PER_CONNECTION",
+            budget,
+        ),
+        ("POLYHEAD__SERVER__MAX_RESPONSE_BYTES", budget),
+    ]);
+    server.wait_serving().await;
+    let embed = EmbedRequest {
+        texts: texts("released", 256),
+    };
+    server.inference().await.embed(embed.clone()).await.unwrap();
+    let before = server.rss_kib();
+    let mut conn = raw::RawConnection::open(&server.addr, 0).await;
+    // 200 answers of ~400 KB (under the 256 streams a connection may have open).
+    let mut stalled = Vec::new();
+    for _ in 0..200 {
+        let a = conn
+            .call("/polyhead.v1.Inference/Embed", raw::message(&embed), &[])
+            .await;
+        if a.grpc_status.is_none() {
+            stalled.push(a);
+        }
+    }
+    let peak = server.rss_kib();
+    assert!(
+        peak > before + 64 * 1024,
+        "the stalled answers took memory: {before} -> {peak} KiB"
+    );
+    drop(stalled);
+    drop(conn);
+    eventually(60, "the released answers' memory is returned", || {
+        server.rss_kib() < before + 32 * 1024
+    })
+    .await;
+}
+
 /// High 2: connections that send nothing, or half the HTTP/2 preface, are closed
 /// after `handshake_timeout_ms`; past `max_connections` new clients wait instead of
 /// exhausting files, and a normal call is answered.
