@@ -23,6 +23,7 @@ use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
 
+pub mod http;
 mod proxy;
 pub mod raw;
 pub use proxy::CuttableProxy;
@@ -47,12 +48,38 @@ pub fn binary() -> PathBuf {
     bin
 }
 
+/// A port nothing listens on, below the kernel's ephemeral range: a port the kernel
+/// hands out (bind to 0) may be taken as the local end of a client connection (the
+/// attack tests open thousands) before the server binds it, and the server then
+/// fails to start. Ports are never handed out twice in one test process.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::{
+        collections::HashSet,
+        hash::{BuildHasher, RandomState},
+        sync::Mutex,
+    };
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|&l| l > 12_000)
+        .unwrap_or(32_768);
+    let (from, span) = (10_000u16, low - 10_000);
+    let mut given = GIVEN.lock().unwrap();
+    let given = given.get_or_insert_with(HashSet::new);
+    let random = RandomState::new();
+    for attempt in 0u64.. {
+        let port = from + (random.hash_one((attempt, std::process::id())) % span as u64) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+        assert!(attempt < 10_000, "no free port below {low}");
+    }
+    unreachable!()
 }
 
 /// A running server process; killed on drop.
@@ -60,6 +87,8 @@ pub struct Server {
     pub child: Child,
     pub addr: String,
     pub metrics_addr: String,
+    /// The HTTP/JSON API's address.
+    pub http_addr: String,
     pub store: PathBuf,
     /// The server's stderr, when started with [`Server::start_logged`].
     pub log: Option<PathBuf>,
@@ -89,6 +118,23 @@ impl Server {
     /// Whether the server process is still running.
     pub fn child_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// "running", or "exited" when the process is gone (a zombie not yet waited).
+    pub fn process_state(&self) -> &'static str {
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())) {
+            Ok(stat)
+                if !stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z') =>
+            {
+                "running"
+            }
+            _ => "exited",
+        }
     }
 
     /// The server's log so far.
@@ -125,9 +171,10 @@ impl Server {
     }
 
     fn spawn(store: &Path, env: &[(&str, &str)], log: Option<&Path>) -> Server {
-        let (port, mport) = (free_port(), free_port());
+        let (port, mport, hport) = (free_port(), free_port(), free_port());
         let addr = format!("127.0.0.1:{port}");
         let metrics_addr = format!("127.0.0.1:{mport}");
+        let http_addr = format!("127.0.0.1:{hport}");
         let mut cmd = Command::new(binary());
         cmd.current_dir(root())
             .args([
@@ -141,6 +188,7 @@ impl Server {
             .arg(store)
             .env("POLYHEAD__ADMIN__TOKEN", TOKEN)
             .env("POLYHEAD__STORE__POLL_MS", "200")
+            .env("POLYHEAD__SERVER__HTTP_ADDR", &http_addr)
             .env("POLYHEAD_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(match log {
@@ -155,10 +203,16 @@ impl Server {
             child,
             addr,
             metrics_addr,
+            http_addr,
             store: store.to_owned(),
             log: log.map(Path::to_owned),
             _dir: None,
         }
+    }
+
+    /// The HTTP/JSON API's base URL.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http_addr)
     }
 
     pub fn url(&self) -> String {
@@ -174,7 +228,11 @@ impl Server {
                     let _ = e;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                Err(e) => panic!("cannot connect to {}: {e}", self.addr),
+                Err(e) => panic!(
+                    "cannot connect to {}: {e} (server process {})",
+                    self.addr,
+                    self.process_state()
+                ),
             }
         }
     }

@@ -6,6 +6,7 @@ mod deploy;
 mod disk;
 mod errors;
 mod hardening;
+mod http_api;
 mod load;
 mod measures;
 mod replicas;

@@ -14,6 +14,9 @@ pub struct ServeArgs {
     /// Prometheus listen address (server.metrics_addr).
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,
+    /// HTTP/JSON API listen address (server.http_addr; "" = off).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub http_addr: Option<String>,
     /// Head store: a folder, or postgres://user:password@host:5432/db (store.url).
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
@@ -33,6 +36,9 @@ impl ServeArgs {
         }
         if let Some(a) = &self.metrics_addr {
             o.push(("server.metrics_addr", a.clone()));
+        }
+        if let Some(a) = &self.http_addr {
+            o.push(("server.http_addr", a.clone()));
         }
         if let Some(s) = &self.store {
             o.push(("store.url", s.clone()));

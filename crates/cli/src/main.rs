@@ -130,8 +130,13 @@ fn init_logs(config: Option<&std::path::Path>) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,ort=warn"));
     let json =
         Settings::load(config, &[]).is_ok_and(|s| s.log.format == polyhead_server::LogFormat::Json);
+    // Colour only on a terminal: a log file or a collector gets plain text
+    // (NO_COLOR turns it off on a terminal too).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     if json {
         logs.json()

@@ -71,7 +71,7 @@ impl ResponseHold {
         ResponseHold(Arc::new(Mutex::new(Some(bytes))))
     }
 
-    fn take(&self) -> Option<ResponseBytes> {
+    pub fn take(&self) -> Option<ResponseBytes> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }

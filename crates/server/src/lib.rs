@@ -1,5 +1,5 @@
 //! polyhead's server: configuration, the gRPC services (`Inference`, admin
-//! `Registry`, health, reflection), request batching across tasks, the embedding
+//! `Registry`, health, reflection), the HTTP/JSON API beside them, request batching across tasks, the embedding
 //! cache, Prometheus metrics, bearer-token auth and the store watcher.
 //!
 //! [`serve`] runs it all; [`Settings`] is the layered configuration.
@@ -12,6 +12,7 @@ mod cache;
 mod conn;
 mod convert;
 mod engine;
+mod http;
 mod inference;
 mod ledger;
 mod logs;

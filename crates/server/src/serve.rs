@@ -139,7 +139,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         builder =
             builder.tls_config(ServerTlsConfig::new().identity(identity).timeout(handshake))?;
     }
-    let limits = ConnLimits {
+    let conn_limits = ConnLimits {
         max_connections: conn::connection_cap(server.max_connections),
         handshake,
         idle: secs(server.idle_timeout_s),
@@ -149,8 +149,40 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| ServeError::Setup(format!("binding {addr}: {e}")))?;
-    tracing::info!(%addr, %metrics_addr, "listening (NOT_SERVING until the backbone is warm)");
+    let http_listener = match server.http_addr {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(|e| ServeError::Setup(format!("binding {a} (server.http_addr): {e}")))?,
+        ),
+        None => None,
+    };
+    let http_addr = server
+        .http_addr
+        .map_or_else(|| "off".to_owned(), |a| a.to_string());
+    tracing::info!(%addr, http = %http_addr, %metrics_addr, "listening (NOT_SERVING until the backbone is warm)");
 
+    // The HTTP API stops with gRPC: both stop accepting, both drain.
+    let (http_stop_tx, mut http_stop_rx) = tokio::sync::watch::channel(false);
+    let http = http_listener.map(|l| {
+        let router = crate::http::router(
+            engine.clone(),
+            InferenceService::new(engine.clone(), limits),
+            BearerAuth::new(&settings.admin.token, !settings.server.open_inference),
+            settings.server.max_message_bytes,
+        );
+        let stop = async move {
+            let _ = http_stop_rx.wait_for(|s| *s).await;
+        };
+        tokio::spawn(crate::http::serve(
+            l,
+            conn_limits,
+            server.max_concurrent_streams,
+            router,
+            stop,
+            Duration::from_millis(server.request_timeout_ms.max(1)),
+        ))
+    });
     let (failed_tx, failed_rx) = oneshot::channel::<ServeError>();
     tokio::spawn(start_engine(settings, engine, health.clone(), failed_tx));
     let (stop_tx, stop_rx) = oneshot::channel::<Option<ServeError>>();
@@ -166,6 +198,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
                 .await;
         }
         tracing::info!("shutting down: draining in-flight requests");
+        let _ = http_stop_tx.send(true);
         let _ = stop_tx.send(failure);
     });
     let (failure_tx, failure_rx) = oneshot::channel();
@@ -175,11 +208,14 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         .add_service(reflection_v1alpha)
         .add_service(inference)
         .add_service(registry)
-        .serve_with_incoming_shutdown(conn::incoming(listener, limits), async move {
+        .serve_with_incoming_shutdown(conn::incoming(listener, conn_limits), async move {
             let failure = stop_rx.await.ok().flatten();
             let _ = failure_tx.send(failure);
         })
         .await?;
+    if let Some(http) = http {
+        let _ = http.await;
+    }
     tracing::info!("stopped");
     match failure_rx.await {
         Ok(Some(e)) => Err(e),

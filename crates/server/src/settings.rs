@@ -91,6 +91,9 @@ pub struct ServerSettings {
     pub addr: SocketAddr,
     /// Prometheus listen address.
     pub metrics_addr: SocketAddr,
+    /// HTTP/JSON API listen address; `""` in TOML or the environment = no HTTP API.
+    #[serde(with = "optional_addr")]
+    pub http_addr: Option<SocketAddr>,
     /// Whether inference RPCs are open (else they need the admin token).
     pub open_inference: bool,
     /// Most texts per request.
@@ -357,5 +360,29 @@ mod tests {
         let err = Settings::load(Some(&f), &[]).unwrap_err();
         assert!(err.to_string().contains("max_txts"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+/// An address that may be off: `""` (or `off`) is `None`.
+mod optional_addr {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(a) => s.collect_str(a),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let v = String::deserialize(d)?;
+        match v.trim() {
+            "" | "off" => Ok(None),
+            a => a.parse().map(Some).map_err(|e| {
+                serde::de::Error::custom(format!("{a:?} is not HOST:PORT ({e}); \"\" turns it off"))
+            }),
+        }
     }
 }
