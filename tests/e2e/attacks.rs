@@ -409,7 +409,7 @@ async fn every_call_and_refusal_is_counted_and_logged_once() {
         assert_eq!(code(r), Code::Unauthenticated);
     }
     eventually(10, "four refusals counted", || {
-        requests(&server, "ListVersions", Some("Unauthenticated")) == 4.0
+        requests(&server, "ListVersions", Some("UNAUTHENTICATED")) == 4.0
     })
     .await;
     let log = server.log_text();
@@ -443,12 +443,12 @@ async fn every_call_and_refusal_is_counted_and_logged_once() {
         .await;
     assert_eq!(code(r), Code::InvalidArgument);
     eventually(10, "the refused TrainHead is counted", || {
-        requests(&server, "TrainHead", Some("InvalidArgument")) == 1.0
+        requests(&server, "TrainHead", Some("INVALID_ARGUMENT")) == 1.0
     })
     .await;
     server.train("t", 1, 5).await;
     eventually(10, "the accepted TrainHead is counted", || {
-        requests(&server, "TrainHead", Some("Ok")) == 1.0
+        requests(&server, "TrainHead", Some("OK")) == 1.0
     })
     .await;
 }

@@ -218,14 +218,14 @@ async fn cancelled_and_late_requests_are_counted_and_released() {
                 "polyhead_requests_total{{rpc=\"Classify\",task=\"a\",code=\"{c}\"}}"
             ))
         };
-        let total = m("Ok") + m("DeadlineExceeded") + m("Cancelled");
+        let total = m("OK") + m("DEADLINE_EXCEEDED") + m("CANCELLED");
         total == 40.0 && server.metric("polyhead_in_flight_requests") == 0.0
     })
     .await;
     // Callers that go away mid-request: their calls are dropped by the server,
     // counted as Cancelled, and leave the gauge at 0.
     let cancelled = |s: &Server| {
-        s.metric("polyhead_requests_total{rpc=\"Classify\",task=\"a\",code=\"Cancelled\"}")
+        s.metric("polyhead_requests_total{rpc=\"Classify\",task=\"a\",code=\"CANCELLED\"}")
     };
     let before = cancelled(&server);
     let calls: Vec<_> = (0..10)
@@ -274,7 +274,8 @@ async fn cancelled_and_late_requests_are_counted_and_released() {
         .await;
     assert_eq!(code(r), Code::DeadlineExceeded);
     assert_eq!(
-        strict.metric("polyhead_requests_total{rpc=\"Embed\",task=\"\",code=\"DeadlineExceeded\"}"),
+        strict
+            .metric("polyhead_requests_total{rpc=\"Embed\",task=\"\",code=\"DEADLINE_EXCEEDED\"}"),
         1.0
     );
 }

@@ -203,7 +203,7 @@ async fn http_answers_as_grpc_does_in_all_three_dialects() {
     );
     // And the metrics count them under the RPC they map to.
     assert!(
-        server.metric("polyhead_requests_total{rpc=\"Classify\",task=\"a\",code=\"Ok\"}") >= 4.0
+        server.metric("polyhead_requests_total{rpc=\"Classify\",task=\"a\",code=\"OK\"}") >= 4.0
     );
 
     // The OpenAPI document served is the checked-in one.
@@ -335,9 +335,9 @@ async fn http_errors_are_json_with_the_documented_codes() {
     );
     // gRPC answers on its own port; HTTP on its own: nothing above was served twice.
     assert!(
-        server
-            .metric("polyhead_requests_total{rpc=\"Classify\",task=\"unknown\",code=\"NotFound\"}")
-            >= 1.0
+        server.metric(
+            "polyhead_requests_total{rpc=\"Classify\",task=\"unknown\",code=\"NOT_FOUND\"}"
+        ) >= 1.0
     );
 }
 
@@ -386,8 +386,63 @@ async fn http_needs_the_token_when_inference_is_protected() {
     // Refused calls are counted (and the token is never a label or logged).
     assert!(
         server
-            .metric("polyhead_requests_total{rpc=\"Classify\",task=\"\",code=\"Unauthenticated\"}")
+            .metric("polyhead_requests_total{rpc=\"Classify\",task=\"\",code=\"UNAUTHENTICATED\"}")
             >= 2.0
     );
     assert!(!server.metrics().contains(TOKEN));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_metrics_listener_serves_get_metrics_only_with_process_metrics() {
+    let server = Server::start(&[]);
+    server.wait_serving().await;
+    let url = format!("http://{}", server.metrics_addr);
+    let m = get(&format!("{url}/metrics")).await;
+    assert_eq!(m.status, 200);
+    assert!(
+        m.header("content-type").starts_with("text/plain"),
+        "{:?}",
+        m.headers
+    );
+    let version = format!(
+        "polyhead_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(m.body.contains(&version), "{}", m.body);
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        let value: f64 = m
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no {name}"))
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(value > 0.0, "{name} {value}");
+    }
+    // The process's own RSS, as /proc reports it.
+    let rss: f64 = m
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let kib = server.rss_kib() as f64;
+    assert!((rss / 1024.0 - kib).abs() / kib < 0.2, "{rss} vs {kib} KiB");
+    for path in ["/", "/healthz", "/metrics/x"] {
+        assert_eq!(get(&format!("{url}{path}")).await.status, 404, "{path}");
+    }
+    assert_eq!(
+        request("POST", &format!("{url}/metrics"), &[], Some("{}"))
+            .await
+            .status,
+        405
+    );
 }

@@ -9,6 +9,7 @@ mod hardening;
 mod http_api;
 mod load;
 mod measures;
+mod readme;
 mod replicas;
 mod serving;
 mod swap;

@@ -363,7 +363,7 @@ async fn requests_are_logged_with_their_id_and_admin_changes_audited() {
     assert_eq!(access["rpc"], "Classify");
     assert_eq!(access["task"], "logged");
     assert_eq!(access["head_version"], "1");
-    assert_eq!(access["code"], "Ok");
+    assert_eq!(access["code"], "OK");
     assert_eq!(
         access["traceparent"],
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -371,7 +371,7 @@ async fn requests_are_logged_with_their_id_and_admin_changes_audited() {
     assert!(access["latency_ms"].as_f64().unwrap() > 0.0);
     assert!(all
         .iter()
-        .any(|l| l["rpc"] == "Classify" && l["code"] == "NotFound" && l["task"] == "nope"));
+        .any(|l| l["rpc"] == "Classify" && l["code"] == "NOT_FOUND" && l["task"] == "nope"));
     let audit = all
         .iter()
         .find(|l| l["target"] == "polyhead::audit")
@@ -379,7 +379,7 @@ async fn requests_are_logged_with_their_id_and_admin_changes_audited() {
     assert_eq!(audit["action"], "RegisterHead");
     assert_eq!(audit["task"], "logged");
     assert_eq!(audit["version"], "1");
-    assert_eq!(audit["code"], "Ok");
+    assert_eq!(audit["code"], "OK");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

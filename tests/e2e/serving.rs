@@ -321,7 +321,7 @@ async fn head_trained_by_another_process_goes_live_within_2s_and_metrics_are_exp
 
     let text = server.metrics();
     for name in [
-        "polyhead_requests_total{rpc=\"Classify\",task=\"from-cli\",code=\"Ok\"}",
+        "polyhead_requests_total{rpc=\"Classify\",task=\"from-cli\",code=\"OK\"}",
         "polyhead_request_duration_seconds_bucket{rpc=\"Classify\",task=\"from-cli\",le=",
         "polyhead_queue_wait_seconds_bucket",
         "polyhead_batch_size_bucket",

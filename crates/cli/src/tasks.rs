@@ -52,6 +52,10 @@ pub struct TrainArgs {
     /// Held-out test data: evaluated at the end for head and baseline, never trained on.
     #[arg(long, value_name = "FILE")]
     pub test: Option<PathBuf>,
+    /// Train on a seeded, stratified sample of about N examples of --data (each label
+    /// keeps its share): a quick first head, e.g. to serve while the full one trains.
+    #[arg(long, value_name = "N")]
+    pub sample: Option<usize>,
     /// auto (linear or hybrid, whichever scores best on held-out examples), linear,
     /// hybrid (embedding + the task's own TF-IDF words) or mlp.
     #[arg(long, default_value = "auto")]
@@ -129,12 +133,15 @@ fn load(path: &std::path::Path) -> Result<Dataset> {
     Ok(Dataset::load(path)?)
 }
 
-/// Progress of a training run on stderr: a bar while features are embedded (a
-/// cold-cache run embeds for minutes), a line every 10 epochs.
+/// Progress of a training run on stderr: on a terminal a bar while features are
+/// embedded (a cold-cache run embeds for minutes), redrawn every 200 ms with its rate
+/// and ETA; in a pipe or a log a line per tenth with the same numbers. A line every
+/// 10 epochs.
 fn progress_printer(quiet: bool) -> impl FnMut(Progress) {
     use std::io::IsTerminal;
-    let bar = indicatif::ProgressBar::hidden();
     let tty = std::io::stderr().is_terminal();
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let mut phase: Option<(std::time::Instant, usize)> = None;
     let mut last_tenth = usize::MAX;
     move |p| {
         if quiet {
@@ -142,29 +149,56 @@ fn progress_printer(quiet: bool) -> impl FnMut(Progress) {
         }
         match p {
             Progress::Stage { name } => {
-                bar.finish_and_clear();
+                if let Some(b) = bar.take() {
+                    b.finish_and_clear();
+                }
+                phase = None;
+                last_tenth = usize::MAX;
                 eprintln!("[train] {name}");
             }
-            Progress::Features { done, total } if !tty => {
-                // Logs get a line per tenth instead of a bar.
-                let tenth = done * 10 / total.max(1);
-                if tenth != last_tenth {
-                    last_tenth = tenth;
-                    eprintln!("[train] features {done}/{total}");
-                }
-            }
-            Progress::Features { done, total } => {
-                if bar.is_hidden() && done < total {
-                    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-                    bar.set_style(
+            Progress::Features { done, total } if tty => {
+                let b = bar.get_or_insert_with(|| {
+                    let b = indicatif::ProgressBar::with_draw_target(
+                        Some(total as u64),
+                        indicatif::ProgressDrawTarget::stderr(),
+                    );
+                    b.set_style(
                         indicatif::ProgressStyle::with_template(
-                            "[train] features {bar:30} {pos}/{len} texts ({per_sec}, eta {eta})",
+                            "[train] features {wide_bar} {pos}/{len} texts ({per_sec}, eta {eta})",
                         )
                         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                     );
+                    b.enable_steady_tick(std::time::Duration::from_millis(200));
+                    b
+                });
+                b.set_length(total as u64);
+                b.set_position(done as u64);
+                if done >= total {
+                    b.finish_and_clear();
+                    bar = None;
+                    eprintln!("[train] features {done}/{total} texts");
                 }
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
+            }
+            Progress::Features { done, total } => {
+                // Logs get a line per tenth, with the rate and what is left.
+                let (start, first) = *phase.get_or_insert((std::time::Instant::now(), done));
+                let tenth = done * 10 / total.max(1);
+                if tenth != last_tenth {
+                    last_tenth = tenth;
+                    let secs = start.elapsed().as_secs_f64();
+                    let rate = (done - first) as f64 / secs.max(1e-3);
+                    let eta = if done >= total {
+                        "done".to_string()
+                    } else if done > first && secs > 0.5 {
+                        format!("eta {:.0}s", (total - done) as f64 / rate)
+                    } else {
+                        "eta ?".to_string()
+                    };
+                    eprintln!(
+                        "[train] features {done}/{total} texts ({:.0}/s, {eta})",
+                        if secs > 0.5 { rate } else { 0.0 }
+                    );
+                }
             }
             Progress::Epoch(e) if e.epoch % 10 == 0 => eprintln!(
                 "[train] epoch {:3}  train loss {:.4}  valid loss {:.4}  valid acc {:.4}",
@@ -197,7 +231,13 @@ pub fn train(settings: &Settings, a: &TrainArgs) -> Result<()> {
     let format: Option<Format> = a.format.as_deref().map(str::parse).transpose()?;
     let req = TrainRequest {
         task: a.task.clone(),
-        train: Dataset::read(&a.data, format)?,
+        train: {
+            let data = Dataset::read(&a.data, format)?;
+            match a.sample {
+                Some(n) => data.sample(n, a.seed.unwrap_or(0)),
+                None => data,
+            }
+        },
         valid: a.valid.as_deref().map(load).transpose()?,
         test: a.test.as_deref().map(load).transpose()?,
         options,

@@ -161,7 +161,7 @@ impl CallInfo {
         if ACCESS.load(Ordering::Relaxed) {
             tracing::info!(
                 target: "polyhead::access",
-                rpc = self.rpc, task = %self.task, head_version = %version, code = ?code,
+                rpc = self.rpc, task = %self.task, head_version = %version, code = crate::status::code_name(code),
                 latency_ms = (latency_ms * 1000.0).round() / 1000.0,
                 request_id = %self.request_id, traceparent = %self.traceparent, peer = %self.peer,
                 "request"
@@ -199,7 +199,7 @@ pub(crate) fn audit(
 ) {
     tracing::info!(
         target: "polyhead::audit",
-        action, task = %task, version = %version, code = ?code,
+        action, task = %task, version = %version, code = crate::status::code_name(code),
         request_id = %request_id, peer = %peer, "admin change"
     );
 }

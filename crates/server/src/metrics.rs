@@ -1,11 +1,13 @@
 //! Prometheus metrics: names, descriptions, buckets, and the exporter on its own port.
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
 };
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+/// 1, labelled with the server's version.
+pub const BUILD_INFO: &str = "polyhead_build_info";
 /// Requests by rpc, task and status code.
 pub const REQUESTS: &str = "polyhead_requests_total";
 /// Request latency.
@@ -67,17 +69,159 @@ const TOKEN_BUCKETS: &[f64] = &[
     16.0, 64.0, 256.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0,
 ];
 
-/// Installs the global recorder and serves `/metrics` on `addr` (needs a tokio runtime).
-pub fn install(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::BuildError> {
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
+/// Installs the global recorder (needs a tokio runtime: it keeps the histograms
+/// tidy every 5 s); the handle renders the exposition (see [`exposition`]).
+pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), SIZE_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(BATCH_TOKENS.into()), TOKEN_BUCKETS)?
-        .install()?;
+        .install_recorder()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     describe();
     zero();
-    Ok(())
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    Ok(handle)
+}
+
+/// The metrics listener: `GET /metrics` (polyhead's metrics and the standard
+/// `process_*` ones), 404 on any other path, 405 for other methods.
+pub(crate) fn router(handle: PrometheusHandle) -> axum::Router {
+    use axum::{
+        http::{header, StatusCode},
+        routing::get,
+    };
+    let render = move || {
+        let handle = handle.clone();
+        async move {
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                exposition(&handle),
+            )
+        }
+    };
+    axum::Router::new()
+        .route("/metrics", get(render))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "not found: metrics are at GET /metrics\n",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only GET /metrics is served here\n",
+            )
+        })
+}
+
+/// polyhead's metrics followed by the process's.
+pub(crate) fn exposition(handle: &PrometheusHandle) -> String {
+    let mut out = handle.render();
+    out.push_str(&process_metrics());
+    out
+}
+
+/// The standard process metrics (as Prometheus' client libraries export them),
+/// read from /proc; empty where there is no /proc.
+fn process_metrics() -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    // Clock ticks and page size are 100 and 4096 on every Linux polyhead runs on
+    // (x86_64 and aarch64); reading them needs libc.
+    const TICKS: f64 = 100.0;
+    const PAGE: f64 = 4096.0;
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return out;
+    };
+    // Fields after the command name (which may hold spaces) in ")".
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    // utime, stime: fields 14, 15 of stat(5), here 11, 12; starttime 22 -> 19;
+    // vsize 23 -> 20; rss 24 -> 21.
+    if let (Some(u), Some(s)) = (field(11), field(12)) {
+        metric(
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            (u + s) / TICKS,
+        );
+    }
+    if let Some(rss) = field(21) {
+        metric(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            rss * PAGE,
+        );
+    }
+    if let Some(v) = field(20) {
+        metric(
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            v,
+        );
+    }
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    });
+    if let (Some(boot), Some(start)) = (boot, field(19)) {
+        metric(
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            boot + start / TICKS,
+        );
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        metric(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            fds.count() as f64,
+        );
+    }
+    let max_fds = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse::<f64>().ok())
+        });
+    if let Some(m) = max_fds {
+        metric(
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            m,
+        );
+    }
+    out
 }
 
 /// Exports the counters alerts and dashboards query at 0 from the start: a series
@@ -110,7 +254,11 @@ fn zero() {
 }
 
 fn describe() {
-    describe_counter!(REQUESTS, "gRPC requests by rpc, task and status code");
+    describe_gauge!(BUILD_INFO, "1, labelled with the polyhead version");
+    describe_counter!(
+        REQUESTS,
+        "requests (gRPC, and HTTP under the RPC they map to) by rpc, task and status code"
+    );
     describe_histogram!(
         REQUEST_DURATION,
         Unit::Seconds,
@@ -194,7 +342,7 @@ fn describe() {
 
 /// Records one finished request.
 pub fn request(rpc: &'static str, task: &str, code: tonic::Code, elapsed: Duration) {
-    let code = format!("{code:?}");
+    let code = crate::status::code_name(code);
     counter!(REQUESTS, "rpc" => rpc, "task" => task.to_owned(), "code" => code).increment(1);
     histogram!(REQUEST_DURATION, "rpc" => rpc, "task" => task.to_owned())
         .record(elapsed.as_secs_f64());

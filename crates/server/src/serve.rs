@@ -54,8 +54,12 @@ const SERVICES: [&str; 3] = ["", "polyhead.v1.Inference", "polyhead.v1.Registry"
 pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let (addr, metrics_addr) = (settings.server.addr, settings.server.metrics_addr);
     crate::logs::set_access(settings.log.access);
-    m::install(metrics_addr)
-        .map_err(|e| ServeError::Setup(format!("metrics exporter on {metrics_addr}: {e}")))?;
+    let metrics = m::install().map_err(|e| ServeError::Setup(format!("metrics: {e}")))?;
+    let metrics_listener = tokio::net::TcpListener::bind(metrics_addr)
+        .await
+        .map_err(|e| {
+            ServeError::Setup(format!("binding {metrics_addr} (server.metrics_addr): {e}"))
+        })?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for s in SERVICES {
@@ -183,6 +187,15 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             Duration::from_millis(server.request_timeout_ms.max(1)),
         ))
     });
+    // The metrics listener: its own port, the same connection limits, open till exit.
+    tokio::spawn(crate::http::serve(
+        metrics_listener,
+        conn_limits,
+        server.max_concurrent_streams,
+        m::router(metrics),
+        std::future::pending(),
+        Duration::ZERO,
+    ));
     let (failed_tx, failed_rx) = oneshot::channel::<ServeError>();
     tokio::spawn(start_engine(settings, engine, health.clone(), failed_tx));
     let (stop_tx, stop_rx) = oneshot::channel::<Option<ServeError>>();

@@ -193,6 +193,32 @@ impl Dataset {
         self.examples.iter().map(|e| e.text.clone()).collect()
     }
 
+    /// A seeded, stratified sample of about `n` examples: each label keeps its share
+    /// (and at least two examples, so it can still be split), in file order. All of
+    /// the data when `n` is at least its size.
+    pub fn sample(&self, n: usize, seed: u64) -> Dataset {
+        use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
+        let total = self.examples.len();
+        if n >= total {
+            return self.clone();
+        }
+        let labels = self.labels();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut keep = Vec::new();
+        for label in &labels {
+            let mut members: Vec<usize> = (0..total)
+                .filter(|&i| &self.examples[i].label == label)
+                .collect();
+            members.shuffle(&mut rng);
+            let share = (members.len() as f64 * n as f64 / total as f64).round() as usize;
+            keep.extend_from_slice(&members[..share.max(2).min(members.len())]);
+        }
+        keep.sort_unstable();
+        Dataset {
+            examples: keep.into_iter().map(|i| self.examples[i].clone()).collect(),
+        }
+    }
+
     /// sha256 of every (text, label) in order: identifies the training data.
     pub fn hash(&self) -> String {
         let mut h = Sha256::new();
@@ -237,6 +263,30 @@ fn check(ex: &Example) -> std::result::Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_sample_keeps_every_label_its_share_and_the_seed_decides() {
+        let pairs = (0..1000).map(|i| {
+            let label = if i % 10 == 0 { "rare" } else { "common" };
+            (format!("text {i}"), label.to_string())
+        });
+        let d = Dataset::from_pairs(pairs).unwrap();
+        let s = d.sample(100, 7);
+        let count = |s: &Dataset, l: &str| s.examples.iter().filter(|e| e.label == l).count();
+        assert_eq!((count(&s, "rare"), count(&s, "common")), (10, 90));
+        assert_eq!(s, d.sample(100, 7));
+        assert_ne!(s, d.sample(100, 8));
+        let order: Vec<usize> = s
+            .examples
+            .iter()
+            .map(|e| e.text[5..].parse().unwrap())
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "file order kept");
+        // A label with few examples keeps two; n past the size keeps everything.
+        assert_eq!(count(&d.sample(10, 1), "rare"), 2);
+        assert_eq!(d.sample(5000, 1), d);
+    }
+
     use super::*;
 
     fn write(name: &str, body: &str) -> (tempfile::TempDir, std::path::PathBuf) {
