@@ -41,7 +41,7 @@ if [[ -z "${POLYHEAD__ADMIN__TOKEN:-}" ]]; then
   POLYHEAD__ADMIN__TOKEN="$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
   export POLYHEAD__ADMIN__TOKEN
 fi
-ADDR="$("$BIN" serve --print-config "$@" | python3 -c 'import json,sys; c=json.load(sys.stdin)["server"]; print(c["addr"], c["metrics_addr"], c["http_addr"] or "off")')"
+ADDR="$("$BIN" serve --print-config --json "$@" | python3 -c 'import json,sys; c=json.load(sys.stdin)["server"]; print(c["addr"], c["metrics_addr"], c["http_addr"] or "off")')"
 read -r GRPC METRICS HTTP <<<"$ADDR"
 
 "$BIN" serve "$@" &

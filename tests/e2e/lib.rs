@@ -392,6 +392,28 @@ pub fn cli(args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `polyhead ARGS` with `stdin`, however it ends: (exit code, stdout, stderr).
+pub fn cli_result(args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
+    let mut child = Command::new(binary())
+        .current_dir(root())
+        .args(args)
+        .env("POLYHEAD_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let _ = input.write_all(stdin.unwrap_or(b""));
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A small labelled spam/ham set.
 pub fn spam_examples() -> Vec<(String, String)> {
     let spam = [

@@ -5,6 +5,7 @@ mod attacks;
 mod deploy;
 mod disk;
 mod errors;
+mod front;
 mod hardening;
 mod http_api;
 mod load;

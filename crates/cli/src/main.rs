@@ -43,9 +43,9 @@ enum Command {
     /// List the store's tasks.
     Tasks(tasks::StoreArg),
     /// Make a stored version active.
-    Activate(tasks::VersionArgs),
+    Activate(tasks::ActivateArgs),
     /// Re-activate the previously active version.
-    Rollback(tasks::VersionArgs),
+    Rollback(tasks::RollbackArgs),
     /// Head store operations (copy between a folder and PostgreSQL).
     #[command(subcommand)]
     Store(ops::StoreCommand),
@@ -116,8 +116,88 @@ fn main() {
     let cli = Cli::parse();
     init_logs(cli.config.as_deref());
     if let Err(e) = run(cli) {
-        eprintln!("error: {}", describe(&e));
-        std::process::exit(1);
+        let kind = Failure::of(&e);
+        let message = describe(&e);
+        // Commands asked for --json report their error as one JSON object too.
+        if std::env::args().any(|a| a == "--json") {
+            eprintln!(
+                "{}",
+                serde_json::json!({"error": message, "kind": kind.name(), "exit_code": kind as i32})
+            );
+        } else {
+            eprintln!("error: {message}");
+        }
+        std::process::exit(kind as i32);
+    }
+}
+
+/// How a command failed: its exit code (README, "Exit codes"). 2 is clap's, for a
+/// usage error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Anything else.
+    Other = 1,
+    /// A data file or an argument's value is wrong.
+    BadInput = 3,
+    /// The task, version or store named does not exist.
+    NotFound = 4,
+    /// The server did not answer (nothing listens, or not gRPC).
+    Unreachable = 5,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Shown nowhere: the message is the cause's.
+        Ok(())
+    }
+}
+
+impl Failure {
+    /// Tags `e` with this kind.
+    pub fn wrap(self, e: anyhow::Error) -> anyhow::Error {
+        e.context(self)
+    }
+
+    /// The kind of an error: a tag, or what its cause says.
+    fn of(e: &anyhow::Error) -> Failure {
+        if let Some(f) = e.downcast_ref::<Failure>() {
+            return *f;
+        }
+        for cause in e.chain() {
+            if let Some(t) = cause.downcast_ref::<polyhead_trainer::Error>() {
+                use polyhead_trainer::Error as T;
+                return match t {
+                    T::Row { .. } | T::Dataset(_) | T::Options(_) | T::Limit(_) => {
+                        Failure::BadInput
+                    }
+                    T::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                        Failure::NotFound
+                    }
+                    _ => Failure::Other,
+                };
+            }
+            if let Some(s) = cause.downcast_ref::<tonic::Status>() {
+                return match s.code() {
+                    tonic::Code::NotFound => Failure::NotFound,
+                    tonic::Code::InvalidArgument => Failure::BadInput,
+                    tonic::Code::Unavailable => Failure::Unreachable,
+                    _ => Failure::Other,
+                };
+            }
+            if cause.downcast_ref::<tonic::transport::Error>().is_some() {
+                return Failure::Unreachable;
+            }
+        }
+        Failure::Other
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Failure::Other => "error",
+            Failure::BadInput => "bad_input",
+            Failure::NotFound => "not_found",
+            Failure::Unreachable => "unreachable",
+        }
     }
 }
 

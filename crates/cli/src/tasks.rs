@@ -2,7 +2,7 @@
 //! trainer from the command line.
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use polyhead_backbone::EncoderHandle;
 use polyhead_heads::{HeadStore, Metrics};
@@ -52,6 +52,12 @@ pub struct TrainArgs {
     /// Held-out test data: evaluated at the end for head and baseline, never trained on.
     #[arg(long, value_name = "FILE")]
     pub test: Option<PathBuf>,
+    /// The CSV column (or JSONL field) holding the text.
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    /// The CSV column (or JSONL field) holding the label.
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
     /// Train on a seeded, stratified sample of about N examples of --data (each label
     /// keeps its share): a quick first head, e.g. to serve while the full one trains.
     #[arg(long, value_name = "N")]
@@ -93,6 +99,12 @@ pub struct EvalArgs {
     /// Labelled data (.jsonl or .csv).
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
+    /// The CSV column (or JSONL field) holding the text.
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    /// The CSV column (or JSONL field) holding the label.
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
     /// Version to evaluate (default: the active one).
     #[arg(long)]
     pub version: Option<u64>,
@@ -105,23 +117,60 @@ pub struct EvalArgs {
     pub backbone: BackboneArgs,
 }
 
-/// Arguments of `polyhead activate` / `rollback` / `tasks`.
+/// Arguments of `polyhead activate`.
 #[derive(Debug, Args)]
-pub struct VersionArgs {
+pub struct ActivateArgs {
     /// Task name.
     #[arg(long)]
     pub task: String,
-    /// Version (activate only).
+    /// The stored version to make active.
     #[arg(long)]
-    pub version: Option<u64>,
+    pub version: u64,
     #[command(flatten)]
     pub store: StoreArg,
 }
 
-/// Opens the store `store.url` names.
+/// Arguments of `polyhead rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Task name.
+    #[arg(long)]
+    pub task: String,
+    #[command(flatten)]
+    pub store: StoreArg,
+}
+
+/// Opens the store `store.url` names (a folder that does not exist yet is created).
 pub fn open_store(settings: &Settings) -> Result<Box<dyn HeadStore>> {
     polyhead_heads::open_store(&settings.store.url, None)
         .with_context(|| format!("opening store {}", settings.store.url))
+}
+
+/// Opens an existing store for a command that reads it: a store folder that does not
+/// exist is an error (a mistyped `--store` must not answer "no tasks").
+pub fn open_existing_store(settings: &Settings) -> Result<Box<dyn HeadStore>> {
+    let url = &settings.store.url;
+    if !polyhead_heads::is_postgres_url(url) {
+        let folder = url.strip_prefix("file://").unwrap_or(url);
+        if !std::path::Path::new(folder).is_dir() {
+            return Err(crate::Failure::NotFound.wrap(anyhow::anyhow!(
+                "store folder {folder:?} does not exist (--store / store.url): check the path, \
+                 or train a task first (polyhead train creates it)"
+            )));
+        }
+    }
+    open_store(settings)
+}
+
+/// The store's versions of `task`, or "task not found" when it has none.
+fn known_task(store: &dyn HeadStore, task: &str) -> Result<Vec<u64>> {
+    let versions = store.versions(task)?;
+    if versions.is_empty() {
+        return Err(crate::Failure::NotFound.wrap(anyhow::anyhow!(
+            "task {task:?} not found in the store (polyhead tasks lists them)"
+        )));
+    }
+    Ok(versions)
 }
 
 fn spawn_encoder(settings: &Settings) -> Result<EncoderHandle> {
@@ -129,8 +178,8 @@ fn spawn_encoder(settings: &Settings) -> Result<EncoderHandle> {
         .context("loading the backbone")
 }
 
-fn load(path: &std::path::Path) -> Result<Dataset> {
-    Ok(Dataset::load(path)?)
+fn load(path: &std::path::Path, text: &str, label: &str) -> Result<Dataset> {
+    Ok(Dataset::read_columns(path, None, text, label)?)
 }
 
 /// Progress of a training run on stderr: on a terminal a bar while features are
@@ -164,7 +213,7 @@ fn progress_printer(quiet: bool) -> impl FnMut(Progress) {
                     );
                     b.set_style(
                         indicatif::ProgressStyle::with_template(
-                            "[train] features {wide_bar} {pos}/{len} texts ({per_sec}, eta {eta})",
+                            "[train] features {wide_bar} {pos}/{len} texts ({elapsed}, eta {eta})",
                         )
                         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                     );
@@ -232,14 +281,22 @@ pub fn train(settings: &Settings, a: &TrainArgs) -> Result<()> {
     let req = TrainRequest {
         task: a.task.clone(),
         train: {
-            let data = Dataset::read(&a.data, format)?;
+            let data = Dataset::read_columns(&a.data, format, &a.text_column, &a.label_column)?;
             match a.sample {
                 Some(n) => data.sample(n, a.seed.unwrap_or(0)),
                 None => data,
             }
         },
-        valid: a.valid.as_deref().map(load).transpose()?,
-        test: a.test.as_deref().map(load).transpose()?,
+        valid: a
+            .valid
+            .as_deref()
+            .map(|p| load(p, &a.text_column, &a.label_column))
+            .transpose()?,
+        test: a
+            .test
+            .as_deref()
+            .map(|p| load(p, &a.text_column, &a.label_column))
+            .transpose()?,
         options,
         budget: Budget::unlimited(),
     };
@@ -322,15 +379,18 @@ pub fn train(settings: &Settings, a: &TrainArgs) -> Result<()> {
 
 /// `polyhead eval`.
 pub fn eval(settings: &Settings, a: &EvalArgs) -> Result<()> {
-    let store = open_store(settings)?;
+    let store = open_existing_store(settings)?;
     let version = match a.version {
         Some(v) => v,
-        None => store
-            .active(&a.task)?
-            .with_context(|| format!("task {:?} has no active version", a.task))?,
+        None => {
+            known_task(store.as_ref(), &a.task)?;
+            store
+                .active(&a.task)?
+                .with_context(|| format!("task {:?} has no active version", a.task))?
+        }
     };
     let artifact = store.load(&a.task, version)?;
-    let data = load(&a.data)?;
+    let data = load(&a.data, &a.text_column, &a.label_column)?;
     let encoder = spawn_encoder(settings)?;
     let m = evaluate_head(
         &encoder,
@@ -360,7 +420,7 @@ pub fn eval(settings: &Settings, a: &EvalArgs) -> Result<()> {
 
 /// `polyhead tasks`: one JSON object per task.
 pub fn tasks(settings: &Settings) -> Result<()> {
-    let store = open_store(settings)?;
+    let store = open_existing_store(settings)?;
     for task in store.tasks()? {
         // One damaged task is reported on its line; the others still list.
         let active = match store.active(&task) {
@@ -385,18 +445,26 @@ pub fn tasks(settings: &Settings) -> Result<()> {
 }
 
 /// `polyhead activate`.
-pub fn activate(settings: &Settings, a: &VersionArgs) -> Result<()> {
-    let Some(version) = a.version else {
-        bail!("--version is required")
-    };
-    open_store(settings)?.activate(&a.task, version)?;
+pub fn activate(settings: &Settings, a: &ActivateArgs) -> Result<()> {
+    let version = a.version;
+    let store = open_existing_store(settings)?;
+    let versions = known_task(store.as_ref(), &a.task)?;
+    if !versions.contains(&version) {
+        return Err(crate::Failure::NotFound.wrap(anyhow::anyhow!(
+            "task {:?} has no version {version}; its versions are {versions:?}",
+            a.task
+        )));
+    }
+    store.activate(&a.task, version)?;
     println!("{}", json!({ "task": a.task, "active_version": version }));
     Ok(())
 }
 
 /// `polyhead rollback`.
-pub fn rollback(settings: &Settings, a: &VersionArgs) -> Result<()> {
-    let version = open_store(settings)?.rollback(&a.task)?;
+pub fn rollback(settings: &Settings, a: &RollbackArgs) -> Result<()> {
+    let store = open_existing_store(settings)?;
+    known_task(store.as_ref(), &a.task)?;
+    let version = store.rollback(&a.task)?;
     println!("{}", json!({ "task": a.task, "active_version": version }));
     Ok(())
 }

@@ -324,11 +324,53 @@ impl Settings {
         }
         serde_json::to_string_pretty(&s).unwrap_or_default()
     }
+
+    /// The effective configuration as TOML that `--config` reads back; a configured
+    /// admin token is left out (said in a comment).
+    pub fn to_redacted_toml(&self) -> String {
+        let mut s = self.clone();
+        let token_set = !s.admin.token.is_empty();
+        s.admin.token.clear();
+        let body = toml::to_string_pretty(&s).unwrap_or_default();
+        let mut out = String::from(
+            "# polyhead's effective configuration (polyhead serve --print-config); \
+             read it back with --config FILE.\n",
+        );
+        if token_set {
+            out.push_str(
+                "# admin.token is set but not printed: give it with POLYHEAD__ADMIN__TOKEN.\n",
+            );
+        }
+        out.push_str(&body);
+        out
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printed_toml_reads_back_as_the_same_settings() {
+        let s = Settings::load(
+            None,
+            &[
+                ("server.http_addr", String::new()),
+                ("server.max_texts", "7".into()),
+                ("admin.token", "secret".into()),
+            ],
+        )
+        .unwrap();
+        let toml = s.to_redacted_toml();
+        assert!(!toml.contains("secret"), "{toml}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, &toml).unwrap();
+        let back = Settings::load(Some(&file), &[("admin.token", "secret".into())]).unwrap();
+        assert_eq!(back.to_redacted_json(), s.to_redacted_json());
+        assert_eq!(back.server.http_addr, None);
+        assert_eq!(back.server.max_texts, 7);
+    }
 
     #[test]
     fn embedded_defaults_parse_and_validate() {

@@ -2,7 +2,6 @@
 //! `text,label` header. Every problem is reported with its line number.
 use std::path::Path;
 
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::{error::io, Error, Result};
@@ -45,13 +44,6 @@ pub struct Dataset {
     pub examples: Vec<Example>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonRow {
-    text: serde_json::Value,
-    label: serde_json::Value,
-}
-
 impl Dataset {
     /// Builds a dataset from `(text, label)` pairs, checking each as a file row would be.
     pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Result<Dataset> {
@@ -77,6 +69,17 @@ impl Dataset {
     /// decides, and a name with no known extension (a pipe such as `<(cmd)`, stdin)
     /// is JSONL when its first non-blank byte is `{`, CSV otherwise.
     pub fn read(path: &Path, format: Option<Format>) -> Result<Dataset> {
+        Self::read_columns(path, format, "text", "label")
+    }
+
+    /// [`Dataset::read`] with the text and label in the columns (CSV) or fields
+    /// (JSONL) `text` and `label` name.
+    pub fn read_columns(
+        path: &Path,
+        format: Option<Format>,
+        text: &str,
+        label: &str,
+    ) -> Result<Dataset> {
         let bytes = if path.as_os_str() == "-" {
             let mut buf = Vec::new();
             std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map_err(io(path))?;
@@ -84,6 +87,18 @@ impl Dataset {
         } else {
             std::fs::read(path).map_err(io(path))?
         };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(Error::Dataset(format!(
+                "{}: empty file: it needs labelled examples (JSONL rows {{\"{text}\": ..., \"{label}\": ...}} or a CSV with a {text},{label} header)",
+                path.display()
+            )));
+        }
+        if bytes.contains(&0) {
+            return Err(Error::Dataset(format!(
+                "{}: not a text file (binary): give a .jsonl or .csv file of labelled examples",
+                path.display()
+            )));
+        }
         let ext = path
             .extension()
             .and_then(|e| e.to_str())
@@ -96,8 +111,8 @@ impl Dataset {
             _ => Format::Csv,
         });
         let ds = match format {
-            Format::Jsonl => Self::parse_jsonl(&bytes, path)?,
-            Format::Csv => Self::parse_csv(&bytes, path)?,
+            Format::Jsonl => Self::parse_jsonl(&bytes, path, text, label)?,
+            Format::Csv => Self::parse_csv(&bytes, path, text, label)?,
         };
         if ds.examples.is_empty() {
             return Err(Error::Dataset(format!(
@@ -108,7 +123,7 @@ impl Dataset {
         Ok(ds)
     }
 
-    fn parse_jsonl(bytes: &[u8], path: &Path) -> Result<Dataset> {
+    fn parse_jsonl(bytes: &[u8], path: &Path, text_key: &str, label_key: &str) -> Result<Dataset> {
         let text = std::str::from_utf8(bytes)
             .map_err(|e| Error::Dataset(format!("{}: not UTF-8: {e}", path.display())))?;
         let mut examples = Vec::new();
@@ -122,12 +137,31 @@ impl Dataset {
             if raw.trim().is_empty() {
                 continue;
             }
-            let row: JsonRow =
+            let mut row: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_str(raw).map_err(|e| row_err(format!("invalid row: {e}")))?;
+            let mut field = |key: &str, flag: &str| {
+                row.remove(key).ok_or_else(|| {
+                    let keys: Vec<&String> = row.keys().collect();
+                    row_err(format!(
+                        "no {key:?} field (the row has {keys:?}): name it with {flag}"
+                    ))
+                })
+            };
+            let (text, label) = (
+                field(text_key, "--text-column")?,
+                field(label_key, "--label-column")?,
+            );
+            if let Some(extra) = row.keys().next() {
+                if text_key == "text" && label_key == "label" {
+                    return Err(row_err(format!(
+                        "unknown field {extra:?}: rows hold \"text\" and \"label\" only"
+                    )));
+                }
+            }
             let text =
-                as_string(row.text).ok_or_else(|| row_err("\"text\" must be a string".into()))?;
-            let label = as_string(row.label)
-                .ok_or_else(|| row_err("\"label\" must be a string or number".into()))?;
+                as_string(text).ok_or_else(|| row_err(format!("{text_key:?} must be a string")))?;
+            let label = as_string(label)
+                .ok_or_else(|| row_err(format!("{label_key:?} must be a string or number")))?;
             let ex = Example { text, label, line };
             check(&ex).map_err(row_err)?;
             examples.push(ex);
@@ -135,7 +169,7 @@ impl Dataset {
         Ok(Dataset { examples })
     }
 
-    fn parse_csv(bytes: &[u8], path: &Path) -> Result<Dataset> {
+    fn parse_csv(bytes: &[u8], path: &Path, text_col: &str, label_col: &str) -> Result<Dataset> {
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .from_reader(bytes);
@@ -149,9 +183,11 @@ impl Dataset {
             .map_err(|e| header_err(e.to_string()))?
             .clone();
         let col = |name: &str| headers.iter().position(|h| h.trim() == name);
-        let (Some(t), Some(l)) = (col("text"), col("label")) else {
+        let (Some(t), Some(l)) = (col(text_col), col(label_col)) else {
+            let names: Vec<&str> = headers.iter().collect();
             return Err(header_err(format!(
-                "header must have text and label columns, has {headers:?}"
+                "the header has {names:?}; it needs a {text_col:?} and a {label_col:?} column: \
+                 rename them, or name yours with --text-column and --label-column"
             )));
         };
         let mut examples = Vec::new();
