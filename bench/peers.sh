@@ -33,7 +33,7 @@ PY
 python bench/peers.py --input target/bench/peers.txt --threads 2 --seconds "$SECS" --out "$OUT" 2>/dev/null | tee "$OUT/results.jsonl"
 BIN=target/release/polyhead
 STORE="$OUT/store"
-if ! "$BIN" tasks --store "$STORE" | grep -q '"task":"spam"'; then
+if ! "$BIN" tasks --store "$STORE" 2>/dev/null | grep -q '"task":"spam"'; then
   python3 -c 'import json,random,sys; r=[json.loads(l) for l in open("data/spam/train.jsonl")]; random.Random(1).shuffle(r); sys.stdout.writelines(json.dumps(x)+"\n" for x in r[:400])' > "$OUT/train.jsonl"
   "$BIN" train --task spam --data "$OUT/train.jsonl" --store "$STORE" --json > /dev/null
 fi

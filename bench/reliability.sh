@@ -16,7 +16,7 @@ BIN=target/release/polyhead
 OUT=target/reliability
 mkdir -p "$OUT"
 python3 bench/make_texts.py target/bench
-if ! "$BIN" tasks --store "$OUT/store" | grep -q '"task":"spam"'; then
+if ! "$BIN" tasks --store "$OUT/store" 2>/dev/null | grep -q '"task":"spam"'; then
   python3 -c 'import json,random,sys; rows=[json.loads(l) for l in open("data/spam/train.jsonl")]; random.Random(1).shuffle(rows); sys.stdout.writelines(json.dumps(r)+"\n" for r in rows[:400])' > "$OUT/train.jsonl"
   "$BIN" train --task spam --data "$OUT/train.jsonl" --store "$OUT/store" --json > /dev/null
 fi

@@ -369,6 +369,15 @@ fn print_config_is_toml_that_config_reads_back_and_a_closed_pipe_is_no_panic() {
         serde_json::from_str::<serde_json::Value>(&back).unwrap(),
         serde_json::from_str::<serde_json::Value>(&direct).unwrap()
     );
+    // Shell completions.
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, script, err) = cli_result(&["completions", shell], None);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            script.contains("classify") && script.contains("--input"),
+            "{shell}: {script}"
+        );
+    }
     // `| head -1`: the reader closes the pipe after one line.
     let out = std::process::Command::new("bash")
         .args([
@@ -387,4 +396,67 @@ fn print_config_is_toml_that_config_reads_back_and_a_closed_pipe_is_no_panic() {
         "{stderr}"
     );
     assert!(out.status.success(), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn train_head_streams_numbers_a_client_can_draw() {
+    use polyhead_api::v1::{train_progress::Event, Example, TrainHeadRequest, TrainOptions};
+    let server = Server::start(&[]);
+    server.wait_serving().await;
+    let examples: Vec<Example> = polyhead_e2e::spam_examples()
+        .into_iter()
+        .map(|(text, label)| Example { text, label })
+        .collect();
+    let n = examples.len() as u64;
+    let request = TrainHeadRequest {
+        task: "drawn".into(),
+        examples,
+        options: Some(TrainOptions {
+            seed: 1,
+            ..Default::default()
+        }),
+        activate: true,
+        ..Default::default()
+    };
+    let mut stream = server
+        .admin()
+        .await
+        .train_head(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut progress, mut candidates, mut stages, mut done) =
+        (Vec::new(), Vec::new(), Vec::new(), None);
+    while let Some(m) = stream.message().await.unwrap() {
+        match m.event.expect("every message has an event") {
+            Event::Progress(p) => progress.push(p),
+            Event::Candidate(c) => candidates.push(c),
+            Event::Stage(s) => stages.push(s),
+            Event::Epoch(_) => {}
+            Event::Done(r) => done = Some(r),
+        }
+    }
+    assert!(done.is_some_and(|d| d.activated));
+    assert!(
+        stages.first().is_some_and(|s| s == "features"),
+        "{stages:?}"
+    );
+    assert!(!progress.is_empty());
+    assert!(
+        progress.windows(2).all(|w| w[0].done <= w[1].done),
+        "{progress:?}"
+    );
+    let last = progress.last().unwrap();
+    assert_eq!(
+        (last.stage.as_str(), last.done, last.total),
+        ("features", n, n)
+    );
+    assert!(progress.iter().all(|p| p.elapsed_s >= 0.0 && p.total == n));
+    assert!(
+        !candidates.is_empty(),
+        "the auto head reports the candidates it weighed"
+    );
+    assert!(candidates
+        .iter()
+        .all(|c| (0.0..=1.0).contains(&c.accuracy) && !c.name.is_empty()));
 }

@@ -346,7 +346,9 @@ impl Server {
         let (mut epochs, mut done) = (0, None);
         while let Some(msg) = stream.message().await.unwrap() {
             match msg.event.unwrap() {
-                Event::Epoch(_) | Event::Stage(_) => epochs += 1,
+                Event::Epoch(_) | Event::Stage(_) | Event::Progress(_) | Event::Candidate(_) => {
+                    epochs += 1
+                }
                 Event::Done(r) => done = Some(r),
             }
         }

@@ -434,7 +434,7 @@ async fn the_health_command_exits_0_only_when_serving() {
     server.wait_serving().await;
     let out = cli(&["health", "--addr", &server.addr], None);
     assert_eq!(out.trim(), "SERVING");
-    // Nothing listens: exit 1 with the reason.
+    // Nothing listens: exit 5 (unreachable) with the reason.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -451,7 +451,7 @@ async fn the_health_command_exits_0_only_when_serving() {
         .stderr(std::process::Stdio::null())
         .status()
         .unwrap();
-    assert_eq!(status.code(), Some(1));
+    assert_eq!(status.code(), Some(5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,6 +51,12 @@ enum Command {
     Store(ops::StoreCommand),
     /// Ask a running server's gRPC health service; exit 0 only when SERVING.
     Health(ops::HealthArgs),
+    /// Print a shell completion script: `polyhead completions bash > /etc/bash_completion.d/polyhead`
+    /// (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Flags that override `[backbone]` settings.
@@ -268,5 +274,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Rollback(a) => tasks::rollback(&load(&a.store.overrides())?, a),
         Command::Store(c) => ops::store(c),
         Command::Health(a) => ops::health(a),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "polyhead", &mut out);
+            use std::io::Write;
+            match std::io::stdout().lock().write_all(&out) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
+        }
     }
 }

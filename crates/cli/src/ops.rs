@@ -64,7 +64,8 @@ pub struct HealthArgs {
     pub timeout_ms: u64,
 }
 
-/// `polyhead health`: exit 0 when SERVING, 1 otherwise (the reason on stderr).
+/// `polyhead health`: exit 0 when SERVING, 5 when nothing answers, 1 otherwise (the
+/// reason on stderr).
 pub fn health(a: &HealthArgs) -> Result<()> {
     let addr = if a.addr.contains("://") {
         a.addr.clone()

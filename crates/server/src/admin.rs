@@ -4,10 +4,10 @@ use std::{sync::Arc, time::Duration};
 
 use metrics::counter;
 use polyhead_api::v1::{
-    registry_server::Registry, train_progress::Event, ActivateVersionRequest, DeleteTaskRequest,
-    DeleteTaskResponse, EpochReport, ListVersionsRequest, ListVersionsResponse,
-    RegisterHeadRequest, RegisterHeadResponse, RollbackRequest, TrainHeadRequest, TrainProgress,
-    TrainResult, VersionInfo, VersionResponse,
+    registry_server::Registry, train_progress::Event, ActivateVersionRequest, CandidateScore,
+    DeleteTaskRequest, DeleteTaskResponse, EpochReport, ListVersionsRequest, ListVersionsResponse,
+    RegisterHeadRequest, RegisterHeadResponse, RollbackRequest, StageProgress, TrainHeadRequest,
+    TrainProgress, TrainResult, VersionInfo, VersionResponse,
 };
 use polyhead_heads::{validate_task_name, HeadArtifact};
 use polyhead_trainer::{train_task, Budget, Progress, TrainRequest};
@@ -128,16 +128,29 @@ async fn run_training(
     min_acc: f64,
 ) -> Result<TrainResult, ServerError> {
     blocking(engine, move |e| {
-        send(&tx, Event::Stage("features".into()));
+        let mut stage_start = std::time::Instant::now();
         let (artifact, report) =
             train_task(&e.encoder, &e.feature_cache, &treq, &mut |p| match p {
-                Progress::Stage { name } => send(&tx, Event::Stage(name)),
-                Progress::Features { done, total } => {
-                    send(&tx, Event::Stage(format!("features {done}/{total}")))
+                Progress::Stage { name } => {
+                    stage_start = std::time::Instant::now();
+                    send(&tx, Event::Stage(name))
                 }
+                Progress::Features { done, total } => send(
+                    &tx,
+                    Event::Progress(StageProgress {
+                        stage: "features".into(),
+                        done: done as u64,
+                        total: total as u64,
+                        elapsed_s: stage_start.elapsed().as_secs_f64(),
+                    }),
+                ),
                 Progress::Candidate(c) => send(
                     &tx,
-                    Event::Stage(format!("candidate {}: accuracy {:.4}", c.name, c.accuracy)),
+                    Event::Candidate(CandidateScore {
+                        name: c.name,
+                        accuracy: c.accuracy,
+                        log_loss: c.log_loss,
+                    }),
                 ),
                 Progress::Epoch(r) => send(
                     &tx,
