@@ -4,6 +4,7 @@ mod client;
 mod embed;
 mod load;
 mod ops;
+mod report;
 mod tasks;
 
 use std::path::PathBuf;
@@ -40,6 +41,10 @@ enum Command {
     Train(tasks::TrainArgs),
     /// Evaluate a stored head on labelled data.
     Eval(tasks::EvalArgs),
+    /// Write an HTML report of a stored head on labelled data: the labelled confusion
+    /// matrix, per-class precision/recall/F1, the head against its baseline, the
+    /// candidates it was chosen from.
+    Report(report::ReportArgs),
     /// List the store's tasks.
     Tasks(tasks::StoreArg),
     /// Make a stored version active.
@@ -266,6 +271,10 @@ fn run(cli: Cli) -> Result<()> {
             a,
         ),
         Command::Eval(a) => tasks::eval(
+            &load(&[a.backbone.overrides(), a.store.overrides()].concat())?,
+            a,
+        ),
+        Command::Report(a) => report::report(
             &load(&[a.backbone.overrides(), a.store.overrides()].concat())?,
             a,
         ),

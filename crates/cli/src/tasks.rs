@@ -8,8 +8,7 @@ use polyhead_backbone::EncoderHandle;
 use polyhead_heads::{HeadStore, Metrics};
 use polyhead_server::Settings;
 use polyhead_trainer::{
-    evaluate_head, train_task, Budget, Dataset, FeatureCache, Format, Progress, TrainOptions,
-    TrainRequest,
+    train_task, Budget, Dataset, FeatureCache, Format, Progress, TrainOptions, TrainRequest,
 };
 use serde_json::json;
 
@@ -108,6 +107,10 @@ pub struct EvalArgs {
     /// Version to evaluate (default: the active one).
     #[arg(long)]
     pub version: Option<u64>,
+    /// Also write every row's prediction here (JSONL: line, text, label, predicted,
+    /// score, correct, scores), in the data's order.
+    #[arg(long, value_name = "FILE")]
+    pub predictions: Option<PathBuf>,
     /// Print one JSON object (the default output is JSON too, pretty-printed).
     #[arg(long)]
     pub json: bool,
@@ -162,6 +165,20 @@ pub fn open_existing_store(settings: &Settings) -> Result<Box<dyn HeadStore>> {
     open_store(settings)
 }
 
+/// `version`, or the task's active one; "task not found" when it has no versions.
+pub fn version_or_active(store: &dyn HeadStore, task: &str, version: Option<u64>) -> Result<u64> {
+    let versions = known_task(store, task)?;
+    match version {
+        Some(v) if versions.contains(&v) => Ok(v),
+        Some(v) => Err(crate::Failure::NotFound.wrap(anyhow::anyhow!(
+            "task {task:?} has no version {v}; its versions are {versions:?}"
+        ))),
+        None => store
+            .active(task)?
+            .with_context(|| format!("task {task:?} has no active version")),
+    }
+}
+
 /// The store's versions of `task`, or "task not found" when it has none.
 fn known_task(store: &dyn HeadStore, task: &str) -> Result<Vec<u64>> {
     let versions = store.versions(task)?;
@@ -173,7 +190,7 @@ fn known_task(store: &dyn HeadStore, task: &str) -> Result<Vec<u64>> {
     Ok(versions)
 }
 
-fn spawn_encoder(settings: &Settings) -> Result<EncoderHandle> {
+pub fn spawn_encoder(settings: &Settings) -> Result<EncoderHandle> {
     EncoderHandle::spawn(&settings.backbone.model_dir, &settings.encoder_options())
         .context("loading the backbone")
 }
@@ -380,24 +397,38 @@ pub fn train(settings: &Settings, a: &TrainArgs) -> Result<()> {
 /// `polyhead eval`.
 pub fn eval(settings: &Settings, a: &EvalArgs) -> Result<()> {
     let store = open_existing_store(settings)?;
-    let version = match a.version {
-        Some(v) => v,
-        None => {
-            known_task(store.as_ref(), &a.task)?;
-            store
-                .active(&a.task)?
-                .with_context(|| format!("task {:?} has no active version", a.task))?
-        }
-    };
+    let version = version_or_active(store.as_ref(), &a.task, a.version)?;
     let artifact = store.load(&a.task, version)?;
     let data = load(&a.data, &a.text_column, &a.label_column)?;
     let encoder = spawn_encoder(settings)?;
-    let m = evaluate_head(
+    let (m, probs) = polyhead_trainer::predict_rows(
         &encoder,
         &FeatureCache::new(settings.feature_cache_dir()),
         &artifact,
         &data,
     )?;
+    if let Some(path) = &a.predictions {
+        use std::io::Write;
+        let labels = artifact.head.labels();
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        for (e, p) in data.examples.iter().zip(&probs) {
+            let best = polyhead_trainer::argmax_rows(std::slice::from_ref(p))[0];
+            let scores: serde_json::Map<String, serde_json::Value> = labels
+                .iter()
+                .zip(p)
+                .map(|(l, s)| (l.clone(), json!(s)))
+                .collect();
+            writeln!(
+                out,
+                "{}",
+                json!({"line": e.line, "text": e.text, "label": e.label, "predicted": labels[best],
+                       "score": p[best], "correct": labels[best] == e.label, "scores": scores})
+            )?;
+        }
+        out.flush()?;
+    }
     let base = artifact.manifest.metrics.as_ref();
     let out = json!({
         "task": a.task, "version": version, "head_kind": artifact.manifest.head.name(),
@@ -406,6 +437,8 @@ pub fn eval(settings: &Settings, a: &EvalArgs) -> Result<()> {
         "labels": artifact.head.labels(), "n": m.n,
         "accuracy": m.accuracy, "macro_precision": m.macro_precision, "macro_recall": m.macro_recall,
         "macro_f1": m.macro_f1, "per_class": m.per_class, "confusion": m.confusion,
+        // {"true label": {"predicted label": count}}: the matrix with its labels.
+        "confusion_by_label": confusion_by_label(artifact.head.labels(), &m.confusion),
     });
     println!(
         "{}",
@@ -416,6 +449,23 @@ pub fn eval(settings: &Settings, a: &EvalArgs) -> Result<()> {
         }
     );
     Ok(())
+}
+
+/// `confusion[true][predicted]` as `{"true": {"predicted": count}}`.
+fn confusion_by_label(labels: &[String], confusion: &[Vec<u64>]) -> serde_json::Value {
+    let rows: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .zip(confusion)
+        .map(|(t, row)| {
+            let cols: serde_json::Map<String, serde_json::Value> = labels
+                .iter()
+                .zip(row)
+                .map(|(p, n)| (p.clone(), json!(n)))
+                .collect();
+            (t.clone(), serde_json::Value::Object(cols))
+        })
+        .collect();
+    serde_json::Value::Object(rows)
 }
 
 /// `polyhead tasks`: one JSON object per task.

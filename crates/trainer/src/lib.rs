@@ -27,6 +27,8 @@ pub use error::{Error, Result};
 pub use features::{CacheStats, FeatureCache};
 pub use metrics::{argmax_rows, evaluate};
 pub use options::{HeadChoice, TrainOptions};
-pub use pipeline::{evaluate_head, train_task, Progress, Timings, TrainReport, TrainRequest};
+pub use pipeline::{
+    evaluate_head, predict_rows, train_task, Progress, Timings, TrainReport, TrainRequest,
+};
 pub use split::stratified_split;
 pub use train::{class_weights, train_head, EpochReport, Split};

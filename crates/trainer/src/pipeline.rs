@@ -386,6 +386,17 @@ pub fn evaluate_head(
     artifact: &HeadArtifact,
     data: &Dataset,
 ) -> Result<Metrics> {
+    predict_rows(encoder, cache, artifact, data).map(|(m, _)| m)
+}
+
+/// [`evaluate_head`] and the head's probabilities for every row (in the head's label
+/// order), for per-row predictions.
+pub fn predict_rows(
+    encoder: &EncoderHandle,
+    cache: &FeatureCache,
+    artifact: &HeadArtifact,
+    data: &Dataset,
+) -> Result<(Metrics, Vec<Vec<f32>>)> {
     artifact.check_backbone(&BackboneRef {
         name: encoder.info().name.clone(),
         fingerprint: encoder.info().fingerprint.clone(),
@@ -405,9 +416,7 @@ pub fn evaluate_head(
         })
         .collect::<Result<Vec<_>>>()?;
     let (x, _) = cache.features(encoder, &data.texts())?;
-    Ok(evaluate(
-        labels,
-        &truth,
-        &argmax_rows(&artifact.head.predict_batch(x.as_slice(), &data.texts())?),
-    ))
+    let probs = artifact.head.predict_batch(x.as_slice(), &data.texts())?;
+    let metrics = evaluate(labels, &truth, &argmax_rows(&probs));
+    Ok((metrics, probs))
 }
