@@ -628,9 +628,9 @@ fn the_report_draws_the_labelled_confusion_matrix_and_the_baseline() {
         }
     }
     // Where the machine has fonts, every row's label is drawn left of its row (dark
-    // pixels in that strip), and every cell's count in its middle.
+    // pixels in that strip).
     if fonts {
-        for i in 0..k {
+        for (i, label) in labels.iter().enumerate() {
             let y0 = (margin + cell * i as f64) as u32;
             let inked = (0..margin as u32 - 6)
                 .flat_map(|x| (y0..y0 + cell as u32).map(move |y| (x, y)))
@@ -638,8 +638,7 @@ fn the_report_draws_the_labelled_confusion_matrix_and_the_baseline() {
                 .count();
             assert!(
                 inked > 20,
-                "no label drawn for row {} ({inked} dark pixels)",
-                labels[i]
+                "no label drawn for row {label} ({inked} dark pixels)"
             );
         }
     } else {
