@@ -57,7 +57,7 @@ promtool check rules prometheus/alerts.yml
 # --- Kubernetes ----------------------------------------------------------------------
 for v in 1.27.0 1.28.0 1.29.0 1.30.0 1.31.0 1.32.0 1.33.0 1.34.0 1.35.0 1.36.0 1.37.0; do
   say "kubernetes-validate --strict -k $v"
-  "$VENV/bin/kubernetes-validate" --strict --quiet -k "$v" k8s/polyhead.yaml k8s/train-job.yaml \
+  "$VENV/bin/kubernetes-validate" --strict --quiet -k "$v" k8s/polyhead.yaml k8s/train-job.yaml k8s/train-data.yaml \
     || die "manifests invalid for Kubernetes $v"
 done
 "$VENV/bin/python" - k8s/servicemonitor.yaml <<'PY'
