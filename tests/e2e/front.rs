@@ -677,3 +677,21 @@ fn the_report_draws_the_labelled_confusion_matrix_and_the_baseline() {
         blue_run(21)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_client_installs_from_the_checkout_and_answers() {
+    let server = Server::start(&[]);
+    server.wait_serving().await;
+    register(&server, &["a", "b"]).await;
+    let out = std::process::Command::new("bash")
+        .arg(polyhead_e2e::root().join("scripts/python-client-check.sh"))
+        .args([&server.addr, polyhead_e2e::TOKEN])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("python client ok"), "{stdout}");
+}

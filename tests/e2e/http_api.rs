@@ -436,6 +436,21 @@ async fn the_metrics_listener_serves_get_metrics_only_with_process_metrics() {
         .unwrap();
     let kib = server.rss_kib() as f64;
     assert!((rss / 1024.0 - kib).abs() / kib < 0.2, "{rss} vs {kib} KiB");
+    // Admin calls name their (live) task in the metrics.
+    register(&server, &["a", "a"]).await;
+    server
+        .admin()
+        .await
+        .activate_version(polyhead_api::v1::ActivateVersionRequest {
+            task: "a".into(),
+            version: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        server.metric("polyhead_requests_total{rpc=\"ActivateVersion\",task=\"a\",code=\"OK\"}"),
+        1.0
+    );
     for path in ["/", "/healthz", "/metrics/x"] {
         assert_eq!(get(&format!("{url}{path}")).await.status, 404, "{path}");
     }

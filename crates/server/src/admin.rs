@@ -224,7 +224,10 @@ impl Registry for RegistryService {
         let info = CallInfo::of("TrainHead", &request);
         let started = std::time::Instant::now();
         let req = request.into_inner();
-        let info = info.task(&req.task, "");
+        let info = info.task(
+            &req.task,
+            crate::inference::task_label(&self.engine, &req.task),
+        );
         let engine = ready(&self.engine)?;
         let checked = check_train_request(&engine, &req);
         let treq = match checked {
@@ -292,7 +295,10 @@ impl Registry for RegistryService {
         let deadline = self.limits.deadline(&request);
         let info = CallInfo::of("ActivateVersion", &request);
         let req = request.into_inner();
-        let info = info.task(&req.task, "");
+        let info = info.task(
+            &req.task,
+            crate::inference::task_label(&self.engine, &req.task),
+        );
         observe(info, self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             blocking(&engine, move |e| {
@@ -311,7 +317,10 @@ impl Registry for RegistryService {
         let deadline = self.limits.deadline(&request);
         let info = CallInfo::of("Rollback", &request);
         let req = request.into_inner();
-        let info = info.task(&req.task, "");
+        let info = info.task(
+            &req.task,
+            crate::inference::task_label(&self.engine, &req.task),
+        );
         observe(info, self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             blocking(&engine, move |e| {
@@ -330,7 +339,10 @@ impl Registry for RegistryService {
         let deadline = self.limits.deadline(&request);
         let info = CallInfo::of("DeleteTask", &request);
         let req = request.into_inner();
-        let info = info.task(&req.task, "");
+        let info = info.task(
+            &req.task,
+            crate::inference::task_label(&self.engine, &req.task),
+        );
         observe(info, self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             let task = req.task.clone();
@@ -353,7 +365,10 @@ impl Registry for RegistryService {
         let deadline = self.limits.deadline(&request);
         let info = CallInfo::of("ListVersions", &request);
         let req = request.into_inner();
-        let info = info.task(&req.task, "");
+        let info = info.task(
+            &req.task,
+            crate::inference::task_label(&self.engine, &req.task),
+        );
         observe(info, self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             blocking(&engine, move |e| {

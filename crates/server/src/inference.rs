@@ -187,7 +187,7 @@ pub(crate) async fn observe<T: prost::Message + Logged>(
 
 /// The task label for metrics: the task when it is live (unbounded client strings
 /// must not become label values), else `unknown`.
-fn task_label(engine: &ReadyEngine, task: &str) -> String {
+pub(crate) fn task_label(engine: &ReadyEngine, task: &str) -> String {
     match engine.get() {
         Some(e) if e.registry.get(task).is_some() => task.to_owned(),
         _ => "unknown".to_owned(),

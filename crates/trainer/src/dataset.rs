@@ -376,9 +376,33 @@ mod tests {
         let e = err("a.csv", "text,label\nfine,x\ntoo,many,fields\n");
         assert!(e.contains("a.csv:3:"), "{e}");
         let e = err("a.csv", "body,label\nfine,x\n");
-        assert!(e.contains(":1:") && e.contains("text and label"), "{e}");
+        assert!(
+            e.contains(":1:") && e.contains("[\"body\", \"label\"]"),
+            "{e}"
+        );
+        assert!(e.contains("--text-column"), "{e}");
         let e = err("a.txt", "x");
-        assert!(e.contains("text and label"), "{e}");
+        assert!(e.contains("--label-column"), "{e}");
+        let e = err("a.csv", "");
+        assert!(e.contains("empty file"), "{e}");
+        let e = err("a.csv", "text,label\n\0\u{1}x,y\n");
+        assert!(e.contains("not a text file (binary)"), "{e}");
+        // Other column and field names.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.csv");
+        std::fs::write(&p, "body,category\nhello,a\nbye,b\n").unwrap();
+        let d = Dataset::read_columns(&p, None, "body", "category").unwrap();
+        assert_eq!(
+            (d.examples[1].text.as_str(), d.examples[1].label.as_str()),
+            ("bye", "b")
+        );
+        let p = dir.path().join("j.jsonl");
+        std::fs::write(&p, "{\"body\": \"hi\", \"y\": 1, \"id\": 7}\n").unwrap();
+        let d = Dataset::read_columns(&p, None, "body", "y").unwrap();
+        assert_eq!(
+            (d.examples[0].text.as_str(), d.examples[0].label.as_str()),
+            ("hi", "1")
+        );
     }
 
     #[test]
