@@ -6,6 +6,14 @@ fn store_args(store: &std::path::Path) -> Vec<String> {
     vec!["--store".into(), store.display().to_string()]
 }
 
+/// `classify --addr ADDR --task` followed by `rest`.
+fn classify_args<'a>(addr: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    ["classify", "--addr", addr, "--task"]
+        .into_iter()
+        .chain(rest.iter().copied())
+        .collect()
+}
+
 /// Runs `polyhead ARGS`; asserts the exit code and that stderr says `says`.
 fn fails(args: &[&str], stdin: Option<&[u8]>, code: i32, says: &str) -> String {
     let (got, out, err) = cli_result(args, stdin);
@@ -39,17 +47,16 @@ async fn classify_scores_files_in_batches_and_keeps_their_fields() {
     std::fs::write(&input, rows.join("\n") + "\n").unwrap();
     let output = dir.path().join("out.jsonl");
     let (code, _, err) = cli_result(
-        &[
-            "classify",
-            "--addr",
+        &classify_args(
             &addr,
-            "--task",
-            "a",
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            output.to_str().unwrap(),
-        ],
+            &[
+                "a",
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                output.to_str().unwrap(),
+            ],
+        ),
         None,
     );
     assert_eq!(code, 0, "{err}");
@@ -70,23 +77,13 @@ async fn classify_scores_files_in_batches_and_keeps_their_fields() {
     }
     assert!(err.contains("150/150"), "progress lines in a pipe: {err}");
     // The same answers as texts on the command line.
-    let (_, one, _) = cli_result(
-        &[
-            "classify",
-            "--addr",
-            &addr,
-            "--task",
-            "a",
-            "message number 7",
-        ],
-        None,
-    );
+    let (_, one, _) = cli_result(&classify_args(&addr, &["a", "message number 7"]), None);
     let one: serde_json::Value = serde_json::from_str(one.trim()).unwrap();
     assert_eq!(one["label"], lines[7]["label"]);
     assert_eq!(one["score"], lines[7]["score"]);
     // Plain lines from stdin, and a CSV with another text column.
     let (code, out, err) = cli_result(
-        &["classify", "--addr", &addr, "--task", "a", "--input", "-"],
+        &classify_args(&addr, &["a", "--input", "-"]),
         Some(b"first text\nsecond text\n"),
     );
     assert_eq!(code, 0, "{err}");
@@ -94,17 +91,16 @@ async fn classify_scores_files_in_batches_and_keeps_their_fields() {
     let csv = dir.path().join("in.csv");
     std::fs::write(&csv, "body,id\nhello there,1\n\"quoted, text\",2\n").unwrap();
     let (code, out, err) = cli_result(
-        &[
-            "classify",
-            "--addr",
+        &classify_args(
             &addr,
-            "--task",
-            "a",
-            "--input",
-            csv.to_str().unwrap(),
-            "--text-column",
-            "body",
-        ],
+            &[
+                "a",
+                "--input",
+                csv.to_str().unwrap(),
+                "--text-column",
+                "body",
+            ],
+        ),
         None,
     );
     assert_eq!(code, 0, "{err}");
@@ -114,15 +110,7 @@ async fn classify_scores_files_in_batches_and_keeps_their_fields() {
         (serde_json::json!("quoted, text"), serde_json::json!("2"))
     );
     fails(
-        &[
-            "classify",
-            "--addr",
-            &addr,
-            "--task",
-            "a",
-            "--input",
-            csv.to_str().unwrap(),
-        ],
+        &classify_args(&addr, &["a", "--input", csv.to_str().unwrap()]),
         None,
         3,
         "--text-column",
@@ -130,7 +118,7 @@ async fn classify_scores_files_in_batches_and_keeps_their_fields() {
 
     // Errors from the server and the address.
     fails(
-        &["classify", "--addr", &addr, "--task", "nosuch", "x"],
+        &classify_args(&addr, &["nosuch", "x"]),
         None,
         4,
         "NOT_FOUND",
@@ -163,15 +151,7 @@ async fn classify_scores_files_in_batches_and_keeps_their_fields() {
     let empty = dir.path().join("empty.txt");
     std::fs::write(&empty, "\n\n").unwrap();
     fails(
-        &[
-            "classify",
-            "--addr",
-            &addr,
-            "--task",
-            "a",
-            "--input",
-            empty.to_str().unwrap(),
-        ],
+        &classify_args(&addr, &["a", "--input", empty.to_str().unwrap()]),
         None,
         3,
         "empty file",
@@ -179,26 +159,13 @@ async fn classify_scores_files_in_batches_and_keeps_their_fields() {
     let binary = dir.path().join("blob.bin");
     std::fs::write(&binary, [0u8, 159, 146, 150, 0, 1]).unwrap();
     fails(
-        &[
-            "classify",
-            "--addr",
-            &addr,
-            "--task",
-            "a",
-            "--input",
-            binary.to_str().unwrap(),
-        ],
+        &classify_args(&addr, &["a", "--input", binary.to_str().unwrap()]),
         None,
         3,
         "binary",
     );
     // Usage: no texts and no --input.
-    fails(
-        &["classify", "--addr", &addr, "--task", "a"],
-        None,
-        2,
-        "--input",
-    );
+    fails(&classify_args(&addr, &["a"]), None, 2, "--input");
 }
 
 #[test]

@@ -377,21 +377,9 @@ impl Drop for Server {
 
 /// Runs the CLI with `args` from the workspace root; returns stdout, panics on failure.
 pub fn cli(args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = Command::new(binary())
-        .current_dir(root())
-        .args(args)
-        .env("POLYHEAD_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "polyhead {args:?} failed");
-    String::from_utf8(out.stdout).unwrap()
+    let (code, stdout, stderr) = cli_result(args, stdin.map(str::as_bytes));
+    assert_eq!(code, 0, "polyhead {args:?} failed: {stderr}");
+    stdout
 }
 
 /// `polyhead ARGS` with `stdin`, however it ends: (exit code, stdout, stderr).
