@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Python client's check (tests/e2e run it against a live server): the stubs are
 # fresh, the package installs with pip from the checkout into a venv, and its calls
-# answer. Usage: scripts/python-client-check.sh HOST:PORT TOKEN
+# answer; and the HTTP API's openapi.json passes openapi-spec-validator. Usage: scripts/python-client-check.sh HOST:PORT TOKEN
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${POLYHEAD_CACHE:-$HOME/.cache/polyhead}"
@@ -9,6 +9,14 @@ VENV="$CACHE/venv-client"
 "$ROOT/scripts/gen-python-client.sh" --check
 "$VENV/bin/pip" install -q --force-reinstall --no-deps "$ROOT/clients/python"
 "$VENV/bin/pip" install -q "$ROOT/clients/python"
+# The HTTP API's OpenAPI document, checked by a validator of the OpenAPI spec.
+"$VENV/bin/python" -c "import openapi_spec_validator" 2>/dev/null || "$VENV/bin/pip" install -q "openapi-spec-validator==0.7.*"
+"$VENV/bin/python" - "$ROOT/crates/server/openapi.json" <<'PY'
+import json, sys
+from openapi_spec_validator import validate
+validate(json.load(open(sys.argv[1])))
+print("openapi.json is a valid OpenAPI document")
+PY
 cd "$(mktemp -d)"   # import the installed package, not the checkout
 exec "$VENV/bin/python" - "$@" <<'PY'
 import sys

@@ -201,6 +201,8 @@ async fn http_answers_as_grpc_does_in_all_three_dialects() {
             && l.contains("rpc=\"Classify\"")),
         "no access line with the request id:\n{log}"
     );
+    // Each head counts the texts it classified, whichever RPC or protocol asked.
+    assert!(server.metric("polyhead_task_texts_total{task=\"a\"}") >= 10.0);
     // And the metrics count them under the RPC they map to.
     assert!(
         server.metric("polyhead_requests_total{rpc=\"Classify\",task=\"a\",code=\"OK\"}") >= 4.0
@@ -449,6 +451,11 @@ async fn the_metrics_listener_serves_get_metrics_only_with_process_metrics() {
         .unwrap();
     assert_eq!(
         server.metric("polyhead_requests_total{rpc=\"ActivateVersion\",task=\"a\",code=\"OK\"}"),
+        1.0
+    );
+    // The first upload made the task live; the second is counted under its name.
+    assert_eq!(
+        server.metric("polyhead_requests_total{rpc=\"RegisterHead\",task=\"a\",code=\"OK\"}"),
         1.0
     );
     for path in ["/", "/healthz", "/metrics/x"] {

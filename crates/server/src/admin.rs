@@ -194,6 +194,12 @@ impl Registry for RegistryService {
         let deadline = self.limits.deadline(&request);
         let info = CallInfo::of("RegisterHead", &request);
         let req = request.into_inner();
+        // The task the upload names (read again, checked, by the decoder below).
+        let task = serde_json::from_slice::<serde_json::Value>(&req.manifest_json)
+            .ok()
+            .and_then(|m| m.get("task").and_then(|t| t.as_str()).map(str::to_owned))
+            .unwrap_or_default();
+        let info = info.task(&task, crate::inference::task_label(&self.engine, &task));
         observe(info, self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             let artifact = HeadArtifact::decode(&req.manifest_json, &req.safetensors)?;

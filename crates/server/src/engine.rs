@@ -290,6 +290,9 @@ impl Engine {
             .collect::<Result<Vec<_>, ServerError>>()?;
         histogram!(m::HEAD, "kind" => head.manifest.head.name())
             .record(started.elapsed().as_secs_f64());
+        // Per task, whichever RPC asked (ClassifyMulti's calls are labelled `multi`).
+        counter!(m::TASK_TEXTS, "task" => head.manifest.task.clone())
+            .increment(predictions.len() as u64);
         Ok(Classified {
             task: head.manifest.task.clone(),
             version: head.manifest.version,

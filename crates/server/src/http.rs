@@ -933,6 +933,12 @@ async fn infer(
         )));
     }
     let n = texts.len();
+    // A named version is checked before any work, and again against the version
+    // that answered (it may have been swapped meanwhile).
+    if let Some(v) = &version {
+        let (t, _) = task_info(&api, &parts, model.clone()).await?;
+        served_version(&t, v)?;
+    }
     let req = ClassifyRequest {
         task: model,
         texts,
@@ -945,9 +951,13 @@ async fn infer(
         .await?;
     if let Some(v) = &version {
         if v.parse::<u64>().ok() != Some(r.head_version) {
-            // The answering version is the one that was live; say which to ask for.
-            let (t, _) = task_info(&api, &parts, r.task.clone()).await?;
-            served_version(&t, v)?;
+            return Err(ApiError::new(
+                Code::FailedPrecondition,
+                format!(
+                    "version {v} of {:?} was replaced by version {} while answering; ask again",
+                    r.task, r.head_version
+                ),
+            ));
         }
     }
     let k = r.results.first().map_or(0, |c| c.scores.len());

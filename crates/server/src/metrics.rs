@@ -34,6 +34,8 @@ pub const CACHE_HITS: &str = "polyhead_embedding_cache_hits_total";
 pub const CACHE_MISSES: &str = "polyhead_embedding_cache_misses_total";
 /// Active head version per task.
 pub const HEAD_VERSION: &str = "polyhead_head_active_version";
+/// Texts classified per task (Classify and ClassifyMulti alike).
+pub const TASK_TEXTS: &str = "polyhead_task_texts_total";
 /// Head swaps per task.
 pub const HEAD_SWAPS: &str = "polyhead_head_swaps_total";
 /// Tasks with a live head.
@@ -300,6 +302,10 @@ fn describe() {
     describe_counter!(CACHE_MISSES, "embedding cache misses");
     describe_gauge!(HEAD_VERSION, "active head version per task");
     describe_counter!(HEAD_SWAPS, "live head swaps per task");
+    describe_counter!(
+        TASK_TEXTS,
+        "texts classified by each task's head, Classify and ClassifyMulti alike"
+    );
     describe_gauge!(TASKS_LOADED, "tasks with a live head");
     describe_counter!(TRAIN_JOBS, "TrainHead jobs by outcome");
     describe_gauge!(IN_FLIGHT, "requests being processed");
