@@ -66,11 +66,8 @@ pub fn serve(settings: Settings, args: &ServeArgs) -> Result<()> {
         } else {
             settings.to_redacted_toml()
         };
-        // A closed pipe (`| head -1`) is the reader's choice, not an error.
-        return match std::io::stdout().lock().write_all(text.as_bytes()) {
-            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-            _ => Ok(()),
-        };
+        crate::pipe_closed(std::io::stdout().lock().write_all(text.as_bytes()))?;
+        return Ok(());
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -249,26 +246,11 @@ pub fn rpc_error(addr: &str, s: tonic::Status) -> anyhow::Error {
              HTTP API (server.http_addr)? gRPC is server.addr (default 127.0.0.1:50051)"
         ));
     }
-    let kind = match s.code() {
-        Code::NotFound => Failure::NotFound,
-        Code::InvalidArgument => Failure::BadInput,
-        Code::Unavailable => Failure::Unreachable,
-        _ => Failure::Other,
-    };
-    let name = format!("{:?}", s.code());
-    kind.wrap(anyhow::anyhow!("{}: {}", screaming(&name), s.message()))
-}
-
-/// `NotFound` -> `NOT_FOUND`.
-fn screaming(name: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in name.chars().enumerate() {
-        if c.is_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(c.to_ascii_uppercase());
-    }
-    out
+    Failure::of_code(s.code()).wrap(anyhow::anyhow!(
+        "{}: {}",
+        polyhead_server::code_name(s.code()),
+        s.message()
+    ))
 }
 
 /// Whether `addr` answers an HTTP/1.1 request with an HTTP/1.1 response (a gRPC
@@ -371,7 +353,12 @@ pub fn classify(args: &ClassifyArgs) -> Result<()> {
                     .iter()
                     .map(|s| (s.label.clone(), serde_json::json!(s.score)))
                     .collect();
+                // The input's own fields keep their names, but a "label" column
+                // becomes "true_label"; ours are added over the rest.
                 let mut line = row.extra.clone();
+                if let Some(l) = line.remove("label") {
+                    line.insert("true_label".into(), l);
+                }
                 for (k, v) in [
                     ("text", serde_json::json!(row.text)),
                     ("label", serde_json::json!(c.label)),
@@ -380,20 +367,10 @@ pub fn classify(args: &ClassifyArgs) -> Result<()> {
                     ("task", serde_json::json!(r.task)),
                     ("head_version", serde_json::json!(r.head_version)),
                 ] {
-                    // The input's own fields keep their names; ours win only where
-                    // they are ours (a "label" column becomes "true_label").
-                    if k == "label" {
-                        if let Some(l) = line.remove("label") {
-                            line.insert("true_label".into(), l);
-                        }
-                    }
                     line.insert(k.into(), v);
                 }
-                if let Err(e) = writeln!(out, "{}", serde_json::Value::Object(line)) {
-                    if e.kind() == std::io::ErrorKind::BrokenPipe {
-                        return Ok(());
-                    }
-                    return Err(e.into());
+                if crate::pipe_closed(writeln!(out, "{}", serde_json::Value::Object(line)))? {
+                    return Ok(());
                 }
             }
             if let Some(bar) = &progress {
@@ -411,9 +388,7 @@ pub fn classify(args: &ClassifyArgs) -> Result<()> {
         if let Some(bar) = &progress {
             bar.finish_and_clear();
         }
-        match out.flush() {
-            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-            _ => Ok(()),
-        }
+        crate::pipe_closed(out.flush())?;
+        Ok(())
     })
 }

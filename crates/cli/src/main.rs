@@ -2,6 +2,7 @@
 mod bench;
 mod client;
 mod embed;
+mod eval;
 mod load;
 mod ops;
 mod report;
@@ -40,7 +41,7 @@ enum Command {
     /// Train a head on labelled data, evaluate it against the baseline, store it.
     Train(tasks::TrainArgs),
     /// Evaluate a stored head on labelled data.
-    Eval(tasks::EvalArgs),
+    Eval(eval::EvalArgs),
     /// Write an HTML report of a stored head on labelled data: the labelled confusion
     /// matrix, per-class precision/recall/F1, the head against its baseline, the
     /// candidates it was chosen from.
@@ -142,6 +143,16 @@ fn main() {
     }
 }
 
+/// Whether a write to stdout found the reader gone (`| head -1`: its choice, not an
+/// error); other failures are errors.
+pub fn pipe_closed(written: std::io::Result<()>) -> Result<bool> {
+    match written {
+        Ok(()) => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(true),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// How a command failed: its exit code (README, "Exit codes"). 2 is clap's, for a
 /// usage error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,18 +199,23 @@ impl Failure {
                 };
             }
             if let Some(s) = cause.downcast_ref::<tonic::Status>() {
-                return match s.code() {
-                    tonic::Code::NotFound => Failure::NotFound,
-                    tonic::Code::InvalidArgument => Failure::BadInput,
-                    tonic::Code::Unavailable => Failure::Unreachable,
-                    _ => Failure::Other,
-                };
+                return Failure::of_code(s.code());
             }
             if cause.downcast_ref::<tonic::transport::Error>().is_some() {
                 return Failure::Unreachable;
             }
         }
         Failure::Other
+    }
+
+    /// The kind of a gRPC status code.
+    pub fn of_code(code: tonic::Code) -> Failure {
+        match code {
+            tonic::Code::NotFound => Failure::NotFound,
+            tonic::Code::InvalidArgument => Failure::BadInput,
+            tonic::Code::Unavailable => Failure::Unreachable,
+            _ => Failure::Other,
+        }
     }
 
     fn name(self) -> &'static str {
@@ -270,7 +286,7 @@ fn run(cli: Cli) -> Result<()> {
             &load(&[a.backbone.overrides(), a.store.overrides()].concat())?,
             a,
         ),
-        Command::Eval(a) => tasks::eval(
+        Command::Eval(a) => eval::eval(
             &load(&[a.backbone.overrides(), a.store.overrides()].concat())?,
             a,
         ),
@@ -288,10 +304,8 @@ fn run(cli: Cli) -> Result<()> {
             let mut out = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "polyhead", &mut out);
             use std::io::Write;
-            match std::io::stdout().lock().write_all(&out) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-                _ => Ok(()),
-            }
+            pipe_closed(std::io::stdout().lock().write_all(&out))?;
+            Ok(())
         }
     }
 }

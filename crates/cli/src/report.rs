@@ -4,13 +4,11 @@
 //! was trained), and the candidates `auto` weighed.
 use std::{fmt::Write as _, path::PathBuf};
 
+use crate::{eval::Evaluated, tasks::StoreArg};
 use anyhow::{Context, Result};
 use clap::Args;
 use polyhead_heads::Manifest;
 use polyhead_server::Settings;
-use polyhead_trainer::{predict_rows, Dataset, FeatureCache};
-
-use crate::tasks::{open_existing_store, StoreArg};
 
 /// Arguments of `polyhead report`.
 #[derive(Debug, Args)]
@@ -41,13 +39,18 @@ pub struct ReportArgs {
 
 /// `polyhead report`.
 pub fn report(settings: &Settings, a: &ReportArgs) -> Result<()> {
-    let store = open_existing_store(settings)?;
-    let version = crate::tasks::version_or_active(store.as_ref(), &a.task, a.version)?;
-    let artifact = store.load(&a.task, version)?;
-    let data = Dataset::read_columns(&a.data, None, &a.text_column, &a.label_column)?;
-    let encoder = crate::tasks::spawn_encoder(settings)?;
-    let cache = FeatureCache::new(settings.feature_cache_dir());
-    let (metrics, _) = predict_rows(&encoder, &cache, &artifact, &data)?;
+    let Evaluated {
+        version,
+        artifact,
+        metrics,
+        ..
+    } = Evaluated::run(
+        settings,
+        &a.task,
+        a.version,
+        &a.data,
+        (&a.text_column, &a.label_column),
+    )?;
     let page = render(&artifact.manifest, &metrics, &a.data.display().to_string());
     let output = a
         .output

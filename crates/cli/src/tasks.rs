@@ -89,37 +89,6 @@ pub struct TrainArgs {
     pub backbone: BackboneArgs,
 }
 
-/// Arguments of `polyhead eval`.
-#[derive(Debug, Args)]
-pub struct EvalArgs {
-    /// Task name.
-    #[arg(long)]
-    pub task: String,
-    /// Labelled data (.jsonl or .csv).
-    #[arg(long, value_name = "FILE")]
-    pub data: PathBuf,
-    /// The CSV column (or JSONL field) holding the text.
-    #[arg(long, default_value = "text")]
-    pub text_column: String,
-    /// The CSV column (or JSONL field) holding the label.
-    #[arg(long, default_value = "label")]
-    pub label_column: String,
-    /// Version to evaluate (default: the active one).
-    #[arg(long)]
-    pub version: Option<u64>,
-    /// Also write every row's prediction here (JSONL: line, text, label, predicted,
-    /// score, correct, scores), in the data's order.
-    #[arg(long, value_name = "FILE")]
-    pub predictions: Option<PathBuf>,
-    /// Print one JSON object (the default output is JSON too, pretty-printed).
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub store: StoreArg,
-    #[command(flatten)]
-    pub backbone: BackboneArgs,
-}
-
 /// Arguments of `polyhead activate`.
 #[derive(Debug, Args)]
 pub struct ActivateArgs {
@@ -190,12 +159,12 @@ fn known_task(store: &dyn HeadStore, task: &str) -> Result<Vec<u64>> {
     Ok(versions)
 }
 
-pub fn spawn_encoder(settings: &Settings) -> Result<EncoderHandle> {
+pub(crate) fn spawn_encoder(settings: &Settings) -> Result<EncoderHandle> {
     EncoderHandle::spawn(&settings.backbone.model_dir, &settings.encoder_options())
         .context("loading the backbone")
 }
 
-fn load(path: &std::path::Path, text: &str, label: &str) -> Result<Dataset> {
+pub(crate) fn load(path: &std::path::Path, text: &str, label: &str) -> Result<Dataset> {
     Ok(Dataset::read_columns(path, None, text, label)?)
 }
 
@@ -395,79 +364,6 @@ pub fn train(settings: &Settings, a: &TrainArgs) -> Result<()> {
 }
 
 /// `polyhead eval`.
-pub fn eval(settings: &Settings, a: &EvalArgs) -> Result<()> {
-    let store = open_existing_store(settings)?;
-    let version = version_or_active(store.as_ref(), &a.task, a.version)?;
-    let artifact = store.load(&a.task, version)?;
-    let data = load(&a.data, &a.text_column, &a.label_column)?;
-    let encoder = spawn_encoder(settings)?;
-    let (m, probs) = polyhead_trainer::predict_rows(
-        &encoder,
-        &FeatureCache::new(settings.feature_cache_dir()),
-        &artifact,
-        &data,
-    )?;
-    if let Some(path) = &a.predictions {
-        use std::io::Write;
-        let labels = artifact.head.labels();
-        let mut out = std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-        );
-        for (e, p) in data.examples.iter().zip(&probs) {
-            let best = polyhead_trainer::argmax_rows(std::slice::from_ref(p))[0];
-            let scores: serde_json::Map<String, serde_json::Value> = labels
-                .iter()
-                .zip(p)
-                .map(|(l, s)| (l.clone(), json!(s)))
-                .collect();
-            writeln!(
-                out,
-                "{}",
-                json!({"line": e.line, "text": e.text, "label": e.label, "predicted": labels[best],
-                       "score": p[best], "correct": labels[best] == e.label, "scores": scores})
-            )?;
-        }
-        out.flush()?;
-    }
-    let base = artifact.manifest.metrics.as_ref();
-    let out = json!({
-        "task": a.task, "version": version, "head_kind": artifact.manifest.head.name(),
-        "selection": artifact.manifest.selection,
-        "validation": { "head": base.map(|e| &e.head), "baseline": base.and_then(|e| e.baseline.as_ref()) },
-        "labels": artifact.head.labels(), "n": m.n,
-        "accuracy": m.accuracy, "macro_precision": m.macro_precision, "macro_recall": m.macro_recall,
-        "macro_f1": m.macro_f1, "per_class": m.per_class, "confusion": m.confusion,
-        // {"true label": {"predicted label": count}}: the matrix with its labels.
-        "confusion_by_label": confusion_by_label(artifact.head.labels(), &m.confusion),
-    });
-    println!(
-        "{}",
-        if a.json {
-            out.to_string()
-        } else {
-            serde_json::to_string_pretty(&out)?
-        }
-    );
-    Ok(())
-}
-
-/// `confusion[true][predicted]` as `{"true": {"predicted": count}}`.
-fn confusion_by_label(labels: &[String], confusion: &[Vec<u64>]) -> serde_json::Value {
-    let rows: serde_json::Map<String, serde_json::Value> = labels
-        .iter()
-        .zip(confusion)
-        .map(|(t, row)| {
-            let cols: serde_json::Map<String, serde_json::Value> = labels
-                .iter()
-                .zip(row)
-                .map(|(p, n)| (p.clone(), json!(n)))
-                .collect();
-            (t.clone(), serde_json::Value::Object(cols))
-        })
-        .collect();
-    serde_json::Value::Object(rows)
-}
-
 /// `polyhead tasks`: one JSON object per task.
 pub fn tasks(settings: &Settings) -> Result<()> {
     let store = open_existing_store(settings)?;
@@ -496,15 +392,8 @@ pub fn tasks(settings: &Settings) -> Result<()> {
 
 /// `polyhead activate`.
 pub fn activate(settings: &Settings, a: &ActivateArgs) -> Result<()> {
-    let version = a.version;
     let store = open_existing_store(settings)?;
-    let versions = known_task(store.as_ref(), &a.task)?;
-    if !versions.contains(&version) {
-        return Err(crate::Failure::NotFound.wrap(anyhow::anyhow!(
-            "task {:?} has no version {version}; its versions are {versions:?}",
-            a.task
-        )));
-    }
+    let version = version_or_active(store.as_ref(), &a.task, Some(a.version))?;
     store.activate(&a.task, version)?;
     println!("{}", json!({ "task": a.task, "active_version": version }));
     Ok(())

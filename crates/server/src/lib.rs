@@ -27,4 +27,4 @@ pub use settings::{
     AdminSettings, BackboneSettings, LogFormat, LogSettings, ServerSettings, Settings,
     SettingsError, StoreSettings, TrainSettings, DEFAULTS,
 };
-pub use status::ServerError;
+pub use status::{code_name, ServerError};

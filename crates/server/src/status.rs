@@ -42,7 +42,7 @@ pub enum ServerError {
 
 /// The gRPC status code's canonical name (`OK`, `NOT_FOUND`, ...), as the gRPC spec
 /// and grpc dashboards spell it.
-pub(crate) fn code_name(code: Code) -> &'static str {
+pub fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",
