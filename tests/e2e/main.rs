@@ -12,6 +12,7 @@ mod load;
 mod measures;
 mod readme;
 mod replicas;
+mod report;
 mod serving;
 mod swap;
 mod tls;
