@@ -41,7 +41,7 @@ fi
 # CPUs without AMX, OpenVINO bf16 with it), the int8 option, OpenVINO at f32, and the
 # torch reference (and torch bf16 where AMX runs it natively).
 CONFIGS=("default::" "onnxruntime int8:onnxruntime:int8" "openvino f32:openvino:f32" "torch f32:torch:f32")
-grep -qw amx_bf16 /proc/cpuinfo && CONFIGS+=("torch bf16:torch:bf16")
+grep -qwE "amx_bf16|avx512_bf16" /proc/cpuinfo && CONFIGS+=("torch bf16:torch:bf16")
 for cfg in "${CONFIGS[@]}"; do
   IFS=: read -r name backend dtype <<<"$cfg"
   POLYHEAD_LOG=warn,polyhead_server=info POLYHEAD__LOG__ACCESS=false POLYHEAD__SERVER__CACHE_BYTES=0 POLYHEAD__BACKBONE__BACKEND=${backend:-auto} POLYHEAD__BACKBONE__DTYPE=${dtype:-auto} \

@@ -40,9 +40,10 @@ for _ in $(seq 300); do "$BIN" health --addr "127.0.0.1:$GRPC" >/dev/null 2>&1 &
 "$BIN" health --addr "127.0.0.1:$GRPC" >/dev/null
 USED="$(sed 's/\x1b\[[0-9;]*m//g' "$OUT/server.log" | grep -o 'dtype=[a-z0-9]* backend=[a-z]*' | head -1 || true)"
 echo "ratio-check: the default configuration runs $USED"
-# The default's backend: OpenVINO (bf16) on CPUs with AMX, ONNX Runtime elsewhere.
+# The default's backend: OpenVINO (bf16) on CPUs with native bf16 (AMX or AVX512-BF16),
+# ONNX Runtime elsewhere.
 WANT=onnxruntime
-grep -qw amx_bf16 /proc/cpuinfo && WANT=openvino
+grep -qwE "amx_bf16|avx512_bf16" /proc/cpuinfo && WANT=openvino
 if [[ "$USED" != *backend=$WANT* ]] && [[ -z "${POLYHEAD__BACKBONE__BACKEND:-}" ]]; then
   echo "ratio-check: the default should run $WANT on this CPU, but runs: ${USED:-?}" >&2
   exit 1

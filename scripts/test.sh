@@ -13,6 +13,13 @@ scripts/deploy-checks.sh
 source .polyhead-env
 # One profile (release) for build, tests and benchmarks: libtorch and tokenizers are
 # slow unoptimised, and one target dir keeps CI's build to one pass.
+# Style first (seconds): formatting, then lints as errors on every target, in the
+# same profile as the tests so the build is shared.
+cargo fmt --all --check
+cargo clippy --release --workspace --all-targets --locked -- -D warnings
+# A build that leaves out the optional runtimes (ONNX Runtime, OpenVINO) still
+# compiles: the runtime registry is the only place that names them.
+cargo clippy --release -p polyhead-backbone --no-default-features --locked -- -D warnings
 cargo test --release --workspace --locked "$@"
 # Issue 9's short performance check: polyhead over gRPC vs PyTorch in the same run
 # (fails below bench/ratio-check.sh's stated margin). About a minute.

@@ -1,7 +1,8 @@
 //! Every error case gets its status code; bad uploads leave the active version serving.
 use polyhead_api::v1::{
-    train_progress::Event, ActivateVersionRequest, ClassifyRequest, DeleteTaskRequest,
-    EmbedRequest, Example, InfoRequest, ListVersionsRequest, RollbackRequest, TrainHeadRequest,
+    inference_client::InferenceClient, train_progress::Event, ActivateVersionRequest,
+    ClassifyRequest, DeleteTaskRequest, EmbedRequest, Example, InfoRequest, ListVersionsRequest,
+    RollbackRequest, TrainHeadRequest,
 };
 use polyhead_e2e::{artifact, code, spam_examples, upload, Server, TOKEN};
 use tonic::Code;
@@ -9,15 +10,66 @@ use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_error_has_its_status_code() {
+/// A server with small request limits and `task-a` at version 1, serving.
+struct Ready {
+    server: Server,
+    client: InferenceClient<tonic::transport::Channel>,
+    fp: String,
+    good: polyhead_heads::HeadArtifact,
+}
+
+async fn ready_with_task_a() -> Ready {
     let server = Server::start(&[
         ("POLYHEAD__SERVER__MAX_TEXTS", "4"),
         ("POLYHEAD__SERVER__MAX_TEXT_BYTES", "2000"),
         ("POLYHEAD__SERVER__MAX_MESSAGE_BYTES", "65536"),
     ]);
-    // While loading: inference answers UNAVAILABLE. Health only moves NOT_SERVING ->
-    // SERVING, so a NOT_SERVING read after a call means the call ran before ready.
+    server.wait_serving().await;
+    let mut client = server.inference().await;
+    let fp = client
+        .info(InfoRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .fingerprint;
+    let mut admin = server.admin().await;
+    let good = artifact("task-a", &fp, 384);
+    let v1 = admin
+        .register_head(upload(&good, true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((v1.version, v1.activated), (1, true));
+    assert_eq!(
+        client
+            .classify(classify(vec!["hi".into()], "task-a"))
+            .await
+            .unwrap()
+            .into_inner()
+            .head_version,
+        1
+    );
+    Ready {
+        server,
+        client,
+        fp,
+        good,
+    }
+}
+
+fn classify(texts: Vec<String>, task: &str) -> ClassifyRequest {
+    ClassifyRequest {
+        task: task.into(),
+        texts,
+        top_k: 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inference_is_unavailable_until_the_backbone_is_ready() {
+    let server = Server::start(&[]);
+    // Health only moves NOT_SERVING -> SERVING, so a NOT_SERVING read after a call
+    // means the call ran before ready.
     let mut client = server.inference().await;
     let mut health = HealthClient::new(
         tonic::transport::Channel::from_shared(server.url())
@@ -41,37 +93,16 @@ async fn every_error_has_its_status_code() {
         }
         assert_eq!(code(info), Code::Unavailable);
     }
-    let fp = client
-        .info(InfoRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .fingerprint;
+    assert!(client.info(InfoRequest {}).await.is_ok());
+}
 
-    let mut admin = server.admin().await;
-    let good = artifact("task-a", &fp, 384);
-    let v1 = admin
-        .register_head(upload(&good, true))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!((v1.version, v1.activated), (1, true));
-    let classify = |texts: Vec<String>, task: &str| ClassifyRequest {
-        task: task.into(),
-        texts,
-        top_k: 0,
-    };
-    assert_eq!(
-        client
-            .classify(classify(vec!["hi".into()], "task-a"))
-            .await
-            .unwrap()
-            .into_inner()
-            .head_version,
-        1
-    );
-
-    // Inference input errors.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_inference_input_is_invalid_argument_not_found_or_too_large() {
+    let Ready {
+        server: _server,
+        mut client,
+        ..
+    } = ready_with_task_a().await;
     assert_eq!(
         code(client.classify(classify(vec!["hi".into()], "nope")).await),
         Code::NotFound
@@ -105,8 +136,11 @@ async fn every_error_has_its_status_code() {
         .await
         .unwrap_err();
     assert_eq!(too_big.code(), Code::ResourceExhausted, "{too_big:?}");
+}
 
-    // Admin auth.
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_calls_without_the_token_are_unauthenticated() {
+    let Ready { server, good, .. } = ready_with_task_a().await;
     let mut anonymous = server.admin_with(None).await;
     assert_eq!(
         code(
@@ -124,8 +158,17 @@ async fn every_error_has_its_status_code() {
         Code::Unauthenticated
     );
     assert_ne!(TOKEN, "not-the-token");
+}
 
-    // Bad uploads: refused, and version 1 keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_uploads_are_refused_and_the_active_version_keeps_serving() {
+    let Ready {
+        server,
+        mut client,
+        fp,
+        good,
+    } = ready_with_task_a().await;
+    let mut admin = server.admin().await;
     let mut corrupt = upload(&good, true);
     corrupt.safetensors.truncate(corrupt.safetensors.len() / 2);
     assert_eq!(
@@ -164,8 +207,12 @@ async fn every_error_has_its_status_code() {
         r.head_version, 1,
         "bad uploads must leave the active version serving"
     );
+}
 
-    // Version management errors.
+#[tokio::test(flavor = "multi_thread")]
+async fn version_changes_that_cannot_be_made_have_their_codes() {
+    let Ready { server, .. } = ready_with_task_a().await;
+    let mut admin = server.admin().await;
     assert_eq!(
         code(
             admin
@@ -211,7 +258,14 @@ async fn every_error_has_its_status_code() {
         ),
         Code::InvalidArgument
     );
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn training_errors_are_refused_up_front_or_in_the_stream() {
+    let Ready {
+        server, mut client, ..
+    } = ready_with_task_a().await;
+    let mut admin = server.admin().await;
     // Training errors: refused up front (no examples, one label) or in the stream (a
     // label that only the validation set has).
     let empty = TrainHeadRequest {
@@ -291,8 +345,14 @@ async fn every_error_has_its_status_code() {
         code(client.classify(classify(vec!["x".into()], "gated")).await),
         Code::NotFound
     );
+}
 
-    // Delete: gone from serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_task_is_gone_from_serving() {
+    let Ready {
+        server, mut client, ..
+    } = ready_with_task_a().await;
+    let mut admin = server.admin().await;
     let deleted = admin
         .delete_task(DeleteTaskRequest {
             task: "task-a".into(),

@@ -225,7 +225,10 @@ async fn a_database_outage_fails_no_classify_and_replicas_catch_up() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(10, "the callers are answered", || {
+        ok.load(Ordering::SeqCst) > 0
+    })
+    .await;
 
     // The database goes away.
     proxy.cut();
@@ -254,7 +257,13 @@ async fn a_database_outage_fails_no_classify_and_replicas_catch_up() {
     let v2 = direct
         .put_and_activate(&artifact("steady", &fp, dim), true)
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Two more failed syncs after v2 was written: the watcher looked, and kept v1.
+    let failed_syncs = || server.metric("polyhead_store_syncs_total{outcome=\"error\"}");
+    let seen = failed_syncs();
+    eventually(20, "two more failed store syncs", || {
+        failed_syncs() >= seen + 2.0
+    })
+    .await;
     assert_eq!(
         served_version(&server, "steady").await,
         1,
@@ -470,7 +479,9 @@ async fn a_replica_started_while_the_database_is_down_waits_then_serves() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // It retries (each failed open counted) instead of exiting.
+    let failed_opens = || server.metric("polyhead_store_syncs_total{outcome=\"error\"}");
+    eventually(20, "two failed store opens", || failed_opens() >= 2.0).await;
     assert!(
         server.child_running(),
         "the replica exited instead of waiting"

@@ -72,8 +72,12 @@ async fn health_info_and_cli_parity() {
     // The default backend: ONNX Runtime on a CPU without AMX-BF16, OpenVINO (bf16)
     // with it (setup.sh made the export), and the server and the CLI agree on it.
     assert_eq!(info.backend, cli_info["backend"]);
-    let amx = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains(" amx_bf16"));
-    let (backend, dtype) = if amx {
+    // Native bf16 (AMX or AVX512-BF16): OpenVINO bf16; elsewhere ONNX Runtime f32.
+    let native_bf16 = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
+        c.split_whitespace()
+            .any(|f| f == "amx_bf16" || f == "avx512_bf16")
+    });
+    let (backend, dtype) = if native_bf16 {
         ("openvino", "bf16")
     } else {
         ("onnxruntime", "f32")

@@ -11,8 +11,8 @@ use crate::{Error, Result};
 /// checkpoint's own; a missing field is an error naming the file.
 #[derive(Debug, Clone, Deserialize)]
 pub struct BertConfig {
-    /// `bert` (and the BERT-shaped `roberta`-free families listed in [`SUPPORTED_MODEL_TYPES`]).
-    pub model_type: String,
+    /// The model family, from `model_type` (see [`ModelType`]).
+    pub model_type: ModelType,
     /// Tokens in the word-embedding table.
     pub vocab_size: i64,
     /// Width of every hidden state.
@@ -34,9 +34,68 @@ pub struct BertConfig {
     /// Activation of the feed-forward layer; an unknown name is a load error.
     #[serde(default)]
     pub hidden_act: HiddenAct,
-    /// Only `absolute` is supported.
-    #[serde(default = "default_position_embedding_type")]
-    pub position_embedding_type: String,
+    /// How positions are embedded; only `absolute` is implemented.
+    #[serde(default)]
+    pub position_embedding_type: PositionEmbedding,
+}
+
+/// The model family `config.json` declares (`model_type`), parsed once: the family
+/// decides the module tree, the inputs and the default pooling. BERT-family text
+/// encoders today; a decoder (last-token pooling) or an image encoder is one more
+/// variant with its config, module tree and inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelType {
+    /// BERT and checkpoints with its module tree (MiniLM, BGE, E5, GTE ...).
+    Bert,
+}
+
+impl ModelType {
+    /// Every family implemented, with its `model_type` spelling.
+    pub const ALL: &'static [ModelType] = &[ModelType::Bert];
+
+    /// The `model_type` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelType::Bert => "bert",
+        }
+    }
+
+    /// The pooling when the folder has no sentence-transformers pooling file (as
+    /// Hugging Face's own heads read the first token).
+    pub fn default_pooling(self) -> Pooling {
+        match self {
+            ModelType::Bert => Pooling::Cls,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        ModelType::ALL
+            .iter()
+            .copied()
+            .find(|t| t.as_str() == name)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "unsupported model_type {name:?} (supported: {})",
+                    SUPPORTED_MODEL_TYPES.join(", ")
+                ))
+            })
+    }
+}
+
+/// `position_embedding_type`, spelled as `config.json` spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PositionEmbedding {
+    /// A learned table indexed by position (BERT's).
+    #[default]
+    Absolute,
+    /// Relative-key attention (not implemented: refused at load).
+    RelativeKey,
+    /// Relative-key-query attention (not implemented: refused at load).
+    RelativeKeyQuery,
 }
 
 /// The feed-forward activation, spelled as `config.json` spells it (as in candle's
@@ -54,7 +113,7 @@ pub enum HiddenAct {
     Relu,
 }
 
-/// Model types whose checkpoints have BERT's module tree.
+/// The `model_type`s implemented ([`ModelType::ALL`] spelled out).
 pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert"];
 
 fn default_type_vocab_size() -> i64 {
@@ -63,20 +122,24 @@ fn default_type_vocab_size() -> i64 {
 fn default_layer_norm_eps() -> f64 {
     1e-12
 }
-fn default_position_embedding_type() -> String {
-    "absolute".into()
-}
 
 impl BertConfig {
     /// Reads and checks `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let config: BertConfig = read_json(path)?;
-        if !SUPPORTED_MODEL_TYPES.contains(&config.model_type.as_str()) {
+        // model_type first, so an unsupported family is named as such rather than
+        // by the first BERT field it lacks.
+        #[derive(Deserialize)]
+        struct Family {
+            model_type: String,
+        }
+        let family: Family = read_json(path)?;
+        if !SUPPORTED_MODEL_TYPES.contains(&family.model_type.as_str()) {
             return Err(Error::UnsupportedModel {
-                model_type: config.model_type,
+                model_type: family.model_type,
                 supported: SUPPORTED_MODEL_TYPES.join(", "),
             });
         }
+        let config: BertConfig = read_json(path)?;
         let bad = |msg: String| Error::InvalidConfig {
             path: path.to_owned(),
             msg,
@@ -92,9 +155,9 @@ impl BertConfig {
                 config.hidden_size, config.num_attention_heads
             )));
         }
-        if config.position_embedding_type != "absolute" {
+        if config.position_embedding_type != PositionEmbedding::Absolute {
             return Err(bad(format!(
-                "unsupported position_embedding_type {:?}",
+                "unsupported position_embedding_type {:?} (only absolute is implemented)",
                 config.position_embedding_type
             )));
         }
@@ -113,6 +176,8 @@ pub enum Pooling {
     Max,
     /// Sum over kept tokens divided by sqrt(token count).
     MeanSqrtLen,
+    /// The last kept token's state (decoders' embeddings).
+    LastToken,
 }
 
 impl Pooling {
@@ -123,6 +188,7 @@ impl Pooling {
             Pooling::Cls => "cls",
             Pooling::Max => "max",
             Pooling::MeanSqrtLen => "mean_sqrt_len",
+            Pooling::LastToken => "lasttoken",
         }
     }
 }
@@ -138,6 +204,8 @@ struct PoolingFile {
     pooling_mode_max_tokens: bool,
     #[serde(default)]
     pooling_mode_mean_sqrt_len_tokens: bool,
+    #[serde(default)]
+    pooling_mode_lasttoken: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,11 +256,13 @@ impl SentenceConfig {
                 file.pooling_mode_mean_tokens,
                 file.pooling_mode_max_tokens,
                 file.pooling_mode_mean_sqrt_len_tokens,
+                file.pooling_mode_lasttoken,
             ) {
-                (true, false, false, false) => Pooling::Cls,
-                (false, true, false, false) => Pooling::Mean,
-                (false, false, true, false) => Pooling::Max,
-                (false, false, false, true) => Pooling::MeanSqrtLen,
+                (true, false, false, false, false) => Pooling::Cls,
+                (false, true, false, false, false) => Pooling::Mean,
+                (false, false, true, false, false) => Pooling::Max,
+                (false, false, false, true, false) => Pooling::MeanSqrtLen,
+                (false, false, false, false, true) => Pooling::LastToken,
                 _ => {
                     return Err(Error::InvalidConfig {
                         path: pooling_path,
@@ -201,7 +271,7 @@ impl SentenceConfig {
                 }
             }
         } else {
-            Pooling::Cls
+            bert.model_type.default_pooling()
         };
         let normalize = modules.iter().any(|m| m.kind.ends_with(".Normalize"));
         let st_path = dir.join("sentence_bert_config.json");

@@ -91,18 +91,24 @@ pub enum Error {
     /// A device, dtype or thread option is invalid.
     #[error("invalid backbone option: {0}")]
     InvalidOption(String),
-    /// libtorch raised an error.
-    #[error("torch: {0}")]
-    Torch(#[from] tch::TchError),
-    /// The ONNX export or the ONNX Runtime library is missing, stale or unusable.
-    #[error("onnxruntime backend: {0}")]
-    Onnx(String),
-    /// ONNX Runtime raised an error while running the model.
-    #[error("onnxruntime: {0}")]
-    OnnxRuntime(#[from] ort::Error),
-    /// OpenVINO's library could not be loaded, or it failed to compile or run the model.
-    #[error("openvino: {0}")]
-    OpenVino(String),
+    /// A runtime's files (its export of the model, its library) are missing, stale
+    /// or unreadable; the message says what to run. `backend = "auto"` falls back to
+    /// torch on this error.
+    #[error("{runtime} backend: {message}")]
+    Export {
+        /// The runtime (`onnxruntime`, `openvino`, ...).
+        runtime: &'static str,
+        /// What is wrong and what to run.
+        message: String,
+    },
+    /// A runtime failed to load, compile or run the model.
+    #[error("{runtime}: {message}")]
+    Runtime {
+        /// The runtime (`torch`, `onnxruntime`, `openvino`, ...).
+        runtime: &'static str,
+        /// The runtime's own message.
+        message: String,
+    },
     /// The model thread is gone (it panicked or was shut down).
     #[error("the backbone model thread has stopped")]
     Stopped,

@@ -10,7 +10,9 @@ use std::{path::PathBuf, sync::Arc, thread};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{BackboneInfo, Embeddings, Encoder, EncoderOptions, Error, Result};
+use crate::{
+    BackboneInfo, BatchPolicy, Embeddings, Encoder, EncoderOptions, Error, Passes, Result,
+};
 
 /// Queue depth between callers and the model thread. Callers wait (async) when full.
 const QUEUE: usize = 1024;
@@ -20,8 +22,9 @@ enum Job {
         texts: Vec<String>,
         reply: oneshot::Sender<Result<Embeddings>>,
     },
-    EmbedIds {
+    EmbedPasses {
         ids: Vec<Vec<u32>>,
+        passes: Passes,
         reply: oneshot::Sender<Result<Embeddings>>,
     },
 }
@@ -34,16 +37,18 @@ impl Job {
                 if reply.is_closed() {
                     return;
                 }
-                let r = encoder
-                    .tokenize(&texts)
-                    .and_then(|ids| encoder.embed_ids_between(&ids, between));
+                let r = encoder.tokenize(&texts).and_then(|ids| {
+                    let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
+                    let passes = encoder.batch_policy().passes(&lens);
+                    encoder.embed_passes(&ids, &passes, between)
+                });
                 (r, reply)
             }
-            Job::EmbedIds { ids, reply } => {
+            Job::EmbedPasses { ids, passes, reply } => {
                 if reply.is_closed() {
                     return;
                 }
-                (encoder.embed_ids_between(&ids, between), reply)
+                (encoder.embed_passes(&ids, &passes, between), reply)
             }
         };
         let _ = reply.send(result);
@@ -99,6 +104,7 @@ pub struct EncoderHandle {
     background: mpsc::Sender<Job>,
     info: Arc<BackboneInfo>,
     tokenizer: Arc<tokenizers::Tokenizer>,
+    policy: BatchPolicy,
 }
 
 impl std::fmt::Debug for EncoderHandle {
@@ -121,12 +127,7 @@ impl EncoderHandle {
         thread::Builder::new()
             .name("polyhead-model".into())
             .spawn(move || {
-                // OpenMP's thread count is per calling thread: set it on the model thread.
-                // 0 = the CPUs this process may use: std honours affinity and the
-                // cgroup CPU quota (a container limited to 2 CPUs gets 2 threads),
-                // where libtorch's own default counts every core of the node.
-                let threads = options.resolved_threads();
-                tch::set_num_threads(i32::try_from(threads).unwrap_or(i32::MAX));
+                // Loaded here: a runtime sets its threads up on the thread that runs it.
                 let encoder = match Encoder::load(&dir, &options).and_then(|e| {
                     e.embed(&["warm-up"])?;
                     Ok(e)
@@ -137,19 +138,25 @@ impl EncoderHandle {
                         return;
                     }
                 };
-                let _ = ready_tx.send(Ok((encoder.info().clone(), encoder.tokenizer().clone())));
+                let ready = (
+                    encoder.info().clone(),
+                    encoder.tokenizer().clone(),
+                    encoder.batch_policy(),
+                );
+                let _ = ready_tx.send(Ok(ready));
                 serve(&encoder, rx, background_rx);
             })
             .map_err(|e| Error::Io {
                 path: "polyhead-model thread".into(),
                 source: e,
             })?;
-        let (info, tokenizer) = ready_rx.recv().map_err(|_| Error::Stopped)??;
+        let (info, tokenizer, policy) = ready_rx.recv().map_err(|_| Error::Stopped)??;
         Ok(EncoderHandle {
             tx,
             background,
             info: Arc::new(info),
             tokenizer: Arc::new(tokenizer),
+            policy,
         })
     }
 
@@ -164,16 +171,22 @@ impl EncoderHandle {
         crate::tokenize::token_ids(&self.tokenizer, texts)
     }
 
+    /// How the model thread groups inputs into forward passes: a batcher budgets
+    /// with it and plans its batches' passes with it.
+    pub fn batch_policy(&self) -> BatchPolicy {
+        self.policy
+    }
+
     /// Embeds `texts` on the model thread.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Embeddings> {
         submit(&self.tx, |reply| Job::Embed { texts, reply }).await
     }
 
-    /// Embeds pre-tokenized inputs on the model thread (one forward pass per
-    /// `batch_size` rows). A caller that drops the future before the job runs costs
-    /// no forward pass.
-    pub async fn embed_ids(&self, ids: Vec<Vec<u32>>) -> Result<Embeddings> {
-        submit(&self.tx, |reply| Job::EmbedIds { ids, reply }).await
+    /// Embeds pre-tokenized inputs on the model thread, in exactly the `passes`
+    /// planned by [`EncoderHandle::batch_policy`]. A caller that drops the future
+    /// before the job runs costs no forward pass.
+    pub async fn embed_passes(&self, ids: Vec<Vec<u32>>, passes: Passes) -> Result<Embeddings> {
+        submit(&self.tx, |reply| Job::EmbedPasses { ids, passes, reply }).await
     }
 
     /// Embeds `texts` at background priority from async code: inference work on the

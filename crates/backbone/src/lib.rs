@@ -1,6 +1,9 @@
-//! The frozen backbone of polyhead: a BERT-family text encoder (tch, or ONNX Runtime or
-//! OpenVINO on an exported graph) that turns texts
-//! into one pooled (and, if the checkpoint says so, L2-normalised) vector each.
+//! The frozen backbone of polyhead: a BERT-family text encoder that turns texts into
+//! one pooled (and, if the checkpoint says so, L2-normalised) vector each. *What*
+//! runs is the model family (config, inputs, pooling); *where* it runs is a runtime
+//! (torch, or ONNX Runtime or OpenVINO on an exported graph), chosen in
+//! `runtime/mod.rs` from the options and the machine; the [`BatchPolicy`] decides
+//! the forward passes for every runtime.
 //!
 //! ```no_run
 //! use polyhead_backbone::{EncoderHandle, EncoderOptions};
@@ -15,15 +18,16 @@
 //! cheap, cloneable way in from anywhere else.
 #![deny(missing_docs)]
 
+mod batching;
 mod bert;
 mod config;
 mod encoder;
 mod error;
 mod handle;
-mod onnx;
 mod options;
-mod ov;
-mod plan;
+mod pool;
+mod runtime;
+pub mod testing;
 mod tokenize;
 mod weights;
 
@@ -31,11 +35,16 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use config::{BertConfig, HiddenAct, Pooling, SentenceConfig, SUPPORTED_MODEL_TYPES};
+pub use batching::{BatchPolicy, Passes};
+pub use config::{
+    BertConfig, HiddenAct, ModelType, Pooling, PositionEmbedding, SentenceConfig,
+    SUPPORTED_MODEL_TYPES,
+};
 pub use encoder::{Embeddings, Encoder};
 pub use error::{Error, Result};
 pub use handle::EncoderHandle;
 pub use options::{Backend, Device, Dtype, EncoderOptions};
+pub use runtime::Padding;
 
 /// What a loaded backbone is: printed by `polyhead info`, recorded by heads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -58,6 +67,6 @@ pub struct BackboneInfo {
     pub device: String,
     /// Dtype of weights and activations.
     pub dtype: String,
-    /// What runs the transformer: `torch`, `onnxruntime` or `openvino`.
+    /// The runtime that runs the transformer: `torch`, `onnxruntime` or `openvino`.
     pub backend: String,
 }

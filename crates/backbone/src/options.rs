@@ -66,65 +66,57 @@ impl From<Dtype> for String {
     }
 }
 
-impl Device {
-    pub(crate) fn to_tch(self) -> Result<tch::Device> {
-        match self {
-            Device::Cpu => Ok(tch::Device::Cpu),
-            Device::Cuda(n) => {
-                let count = tch::Cuda::device_count() as usize;
-                if n >= count {
-                    return Err(Error::InvalidOption(format!(
-                        "device cuda:{n} requested but libtorch sees {count} CUDA device(s)"
-                    )));
-                }
-                Ok(tch::Device::Cuda(n))
-            }
-        }
+/// What runs the transformer: `auto`, or a runtime of this build by name (`torch`,
+/// `onnxruntime`, `openvino`; see `runtime/mod.rs` for the registry). In
+/// configuration it is that string, checked against the registry when read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(into = "String")]
+pub struct Backend(Option<&'static str>);
+
+// By hand: derived, the `&'static str` inside would ask for a `'static` input.
+impl<'de> serde::Deserialize<'de> for Backend {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
-/// What runs the transformer. In configuration it is the string `auto`, `torch`,
-/// `onnxruntime` or `openvino`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum Backend {
-    /// libtorch through tch: the reference backend, CPU and CUDA, f32 and bf16.
-    Torch,
-    /// ONNX Runtime's CPU execution provider, on the graph `scripts/export_onnx.py`
+impl Backend {
+    /// On a CPU: the first runtime that prefers the dtype (`openvino` for bf16, the
+    /// dtype `auto` picks on CPUs with native bf16; `onnxruntime` for f32 and int8),
+    /// when its export and library are there; `torch` otherwise (CUDA, no export).
+    pub const AUTO: Backend = Backend(None);
+    /// libtorch through tch: the reference runtime, CPU and CUDA, f32 and bf16.
+    pub const TORCH: Backend = Backend(Some("torch"));
+    /// ONNX Runtime's CPU execution provider on the graph `scripts/export_onnx.py`
     /// wrote (operators fused offline), f32 or int8; the library is loaded at start.
-    OnnxRuntime,
+    pub const ONNX_RUNTIME: Backend = Backend(Some("onnxruntime"));
     /// OpenVINO's CPU plugin on the export's OpenVINO IR, f32 or bf16 (bf16 where
     /// the CPU runs it natively); the library is loaded at start.
-    OpenVino,
-    /// On a CPU: `openvino` for bf16 (the dtype `auto` picks on CPUs with AMX),
-    /// `onnxruntime` for f32 and int8, each when a matching export and its library
-    /// are there; `torch` otherwise (CUDA, no export).
-    Auto,
+    pub const OPENVINO: Backend = Backend(Some("openvino"));
+
+    /// The runtime's name, or `None` for `auto`.
+    pub fn name(self) -> Option<&'static str> {
+        self.0
+    }
 }
 
 impl FromStr for Backend {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "torch" | "tch" | "libtorch" => Ok(Backend::Torch),
-            "onnxruntime" | "ort" | "onnx" => Ok(Backend::OnnxRuntime),
-            "openvino" | "ov" => Ok(Backend::OpenVino),
-            "auto" => Ok(Backend::Auto),
-            _ => Err(Error::InvalidOption(format!(
-                "backend {s:?}: use auto, torch, onnxruntime or openvino"
-            ))),
+        if s == "auto" {
+            return Ok(Backend::AUTO);
         }
+        crate::runtime::spec(s)
+            .map(|spec| Backend(Some(spec.name)))
+            .ok_or_else(|| crate::runtime::unknown(s))
     }
 }
 
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Backend::Torch => "torch",
-            Backend::OnnxRuntime => "onnxruntime",
-            Backend::OpenVino => "openvino",
-            Backend::Auto => "auto",
-        })
+        f.write_str(self.0.unwrap_or("auto"))
     }
 }
 
@@ -150,13 +142,14 @@ pub enum Dtype {
     /// 32-bit float: reference-exact.
     F32,
     /// bfloat16: ~7x faster matmuls on CPUs with AMX, cosine ~0.999 to f32 (torch and
-    /// openvino backends).
+    /// openvino runtimes).
     Bf16,
     /// int8 weights, dynamically quantised activations (the `onnxruntime` backend's
     /// `model.int8.onnx`): faster on CPUs, cosine ~0.99 to f32, not reference-exact.
     Int8,
     /// bf16 where the hardware runs it natively (a CUDA device, or a CPU with
-    /// AMX-BF16), f32 elsewhere (bf16 is emulated, and slower, without it).
+    /// AMX-BF16 or AVX512-BF16), f32 elsewhere (bf16 is emulated, and slower,
+    /// without them).
     Auto,
 }
 
@@ -191,28 +184,30 @@ impl Dtype {
     pub fn resolve(self, device: Device) -> Dtype {
         match (self, device) {
             (Dtype::Auto, Device::Cuda(_)) => Dtype::Bf16,
-            (Dtype::Auto, Device::Cpu) if cpu_has_amx_bf16() => Dtype::Bf16,
+            (Dtype::Auto, Device::Cpu) if cpu_has_native_bf16() => Dtype::Bf16,
             (Dtype::Auto, Device::Cpu) => Dtype::F32,
             (d, _) => d,
         }
     }
-
-    pub(crate) fn kind(self) -> tch::Kind {
-        match self.resolve(Device::Cpu) {
-            Dtype::Bf16 => tch::Kind::BFloat16,
-            _ => tch::Kind::Float,
-        }
-    }
 }
 
-/// Whether the CPU has AMX-BF16 tiles (Sapphire Rapids and later), from the kernel's
-/// flags: `std::arch::is_x86_feature_detected!("amx-bf16")` is not stable yet.
-fn cpu_has_amx_bf16() -> bool {
-    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
-        c.lines()
-            .find(|l| l.starts_with("flags"))
-            .is_some_and(|l| l.split_whitespace().any(|f| f == "amx_bf16"))
-    })
+/// The CPU flags that mean native bf16 arithmetic: AMX tiles (Intel Sapphire Rapids
+/// and later) or the AVX-512 bf16 dot products (AMD Zen 4 and later, Intel Cooper
+/// Lake). OpenVINO compiles bf16 by default on both.
+const NATIVE_BF16_FLAGS: [&str; 2] = ["amx_bf16", "avx512_bf16"];
+
+/// Whether the CPU runs bf16 natively, from the kernel's flags:
+/// `is_x86_feature_detected!("amx-bf16")` is not stable yet.
+pub(crate) fn cpu_has_native_bf16() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| native_bf16_in(&c))
+}
+
+/// Whether `/proc/cpuinfo` text lists a native-bf16 flag on its first `flags` line.
+fn native_bf16_in(cpuinfo: &str) -> bool {
+    cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .is_some_and(|l| l.split_whitespace().any(|f| NATIVE_BF16_FLAGS.contains(&f)))
 }
 
 /// Options of an [`Encoder`](crate::Encoder). Build with [`EncoderOptions::default`]
@@ -233,7 +228,7 @@ pub struct EncoderOptions {
 impl Default for EncoderOptions {
     fn default() -> Self {
         EncoderOptions {
-            backend: Backend::Torch,
+            backend: Backend::TORCH,
             device: Device::Cpu,
             dtype: Dtype::F32,
             threads: 0,
@@ -317,9 +312,37 @@ mod tests {
         assert_eq!(Dtype::F32.resolve(Device::Cuda(0)), Dtype::F32);
         assert_eq!(Dtype::Bf16.resolve(Device::Cpu), Dtype::Bf16);
         let cpu = Dtype::Auto.resolve(Device::Cpu);
-        assert_eq!(cpu == Dtype::Bf16, cpu_has_amx_bf16());
+        assert_eq!(cpu == Dtype::Bf16, cpu_has_native_bf16());
         assert_ne!(cpu, Dtype::Auto);
         assert_eq!("auto".parse::<Dtype>().ok(), Some(Dtype::Auto));
         assert!("fp8".parse::<Dtype>().is_err());
+    }
+
+    #[test]
+    fn native_bf16_is_amx_or_avx512_bf16() {
+        let flags = |f: &str| format!("processor\t: 0\nflags\t\t: fpu sse2 avx2 {f}\n");
+        assert!(
+            native_bf16_in(&flags("amx_bf16 amx_tile")),
+            "Sapphire Rapids"
+        );
+        assert!(native_bf16_in(&flags("avx512f avx512_bf16")), "Zen 4");
+        assert!(
+            !native_bf16_in(&flags("avx512f avx512_vnni")),
+            "AVX-512 without bf16"
+        );
+        assert!(!native_bf16_in(&flags("fma")), "AVX2 only");
+        assert!(!native_bf16_in(&flags("avx512_bf16x")), "whole flags only");
+    }
+
+    #[test]
+    fn backends_parse_by_name_and_alias_and_print_their_name() {
+        assert_eq!("auto".parse::<Backend>().ok(), Some(Backend::AUTO));
+        assert_eq!("tch".parse::<Backend>().ok(), Some(Backend::TORCH));
+        assert_eq!(Backend::TORCH.to_string(), "torch");
+        assert_eq!(Backend::AUTO.to_string(), "auto");
+        #[cfg(feature = "onnxruntime")]
+        assert_eq!("ort".parse::<Backend>().ok(), Some(Backend::ONNX_RUNTIME));
+        #[cfg(feature = "openvino")]
+        assert_eq!("ov".parse::<Backend>().ok(), Some(Backend::OPENVINO));
     }
 }

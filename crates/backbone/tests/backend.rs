@@ -48,18 +48,18 @@ fn edited_export(edit: impl Fn(&str) -> String) -> tempfile::TempDir {
 
 #[test]
 fn auto_uses_onnxruntime_with_the_shipped_export() {
-    let enc = load(Backend::Auto, Dtype::F32, None).unwrap();
+    let enc = load(Backend::AUTO, Dtype::F32, None).unwrap();
     assert_eq!(enc.info().backend, "onnxruntime");
     assert_eq!(enc.info().dtype, "f32");
     // Same features as torch, hence the same fingerprint.
-    let torch = load(Backend::Torch, Dtype::F32, None).unwrap();
+    let torch = load(Backend::TORCH, Dtype::F32, None).unwrap();
     assert_eq!(enc.info().fingerprint, torch.info().fingerprint);
 }
 
 #[test]
 fn a_copy_of_the_export_loads_and_an_edited_hash_is_refused() {
     let same = edited_export(|m| m.to_owned());
-    let enc = load(Backend::OnnxRuntime, Dtype::F32, Some(same.path())).unwrap();
+    let enc = load(Backend::ONNX_RUNTIME, Dtype::F32, Some(same.path())).unwrap();
     assert_eq!(enc.info().backend, "onnxruntime");
 
     let stale = edited_export(|m| {
@@ -68,34 +68,43 @@ fn a_copy_of_the_export_loads_and_an_edited_hash_is_refused() {
         s.replace_range(at..at + 4, "0000");
         s
     });
-    let err = load(Backend::OnnxRuntime, Dtype::F32, Some(stale.path())).unwrap_err();
-    assert!(matches!(err, Error::Onnx(_)), "{err}");
+    let err = load(Backend::ONNX_RUNTIME, Dtype::F32, Some(stale.path())).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Export {
+                runtime: "onnxruntime",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(
         err.to_string().contains("exported from other weights"),
         "{err}"
     );
-    let err = load(Backend::OpenVino, Dtype::F32, Some(stale.path())).unwrap_err();
+    let err = load(Backend::OPENVINO, Dtype::F32, Some(stale.path())).unwrap_err();
     assert!(
         err.to_string().contains("exported from other weights"),
         "{err}"
     );
     // auto does not serve a stale export either: it falls back to torch.
-    let enc = load(Backend::Auto, Dtype::F32, Some(stale.path())).unwrap();
+    let enc = load(Backend::AUTO, Dtype::F32, Some(stale.path())).unwrap();
     assert_eq!(enc.info().backend, "torch");
-    let enc = load(Backend::Auto, Dtype::Bf16, Some(stale.path())).unwrap();
+    let enc = load(Backend::AUTO, Dtype::Bf16, Some(stale.path())).unwrap();
     assert_eq!(enc.info().backend, "torch");
     assert_eq!(enc.info().dtype, "bf16");
 }
 
 #[test]
 fn openvino_loads_the_shipped_export_and_auto_takes_it_for_bf16() {
-    let enc = load(Backend::OpenVino, Dtype::F32, None).unwrap();
+    let enc = load(Backend::OPENVINO, Dtype::F32, None).unwrap();
     assert_eq!(enc.info().backend, "openvino");
     assert_eq!(enc.info().dtype, "f32");
-    let torch = load(Backend::Torch, Dtype::F32, None).unwrap();
+    let torch = load(Backend::TORCH, Dtype::F32, None).unwrap();
     assert_eq!(enc.info().fingerprint, torch.info().fingerprint);
     // bf16 is OpenVINO's under auto (the dtype reported is the one it compiled).
-    let enc = load(Backend::Auto, Dtype::Bf16, None).unwrap();
+    let enc = load(Backend::AUTO, Dtype::Bf16, None).unwrap();
     assert_eq!(enc.info().backend, "openvino");
     // An export made before the openvino backend (format v1, no IR) is refused by
     // openvino, with what to run, and auto keeps ONNX Runtime for f32.
@@ -103,44 +112,45 @@ fn openvino_loads_the_shipped_export_and_auto_takes_it_for_bf16() {
         m.replace("polyhead-onnx-v2", "polyhead-onnx-v1")
             .replace("\"openvino\": \"model.openvino.xml\"", "\"x\": \"y\"")
     });
-    let err = load(Backend::OpenVino, Dtype::F32, Some(old.path())).unwrap_err();
+    let err = load(Backend::OPENVINO, Dtype::F32, Some(old.path())).unwrap_err();
     assert!(err.to_string().contains("no OpenVINO IR"), "{err}");
     assert!(err.to_string().contains("scripts/setup.sh"), "{err}");
-    let enc = load(Backend::Auto, Dtype::F32, Some(old.path())).unwrap();
+    let enc = load(Backend::AUTO, Dtype::F32, Some(old.path())).unwrap();
     assert_eq!(enc.info().backend, "onnxruntime");
 }
 
 #[test]
 fn a_missing_export_is_refused_by_onnxruntime_and_replaced_by_torch_under_auto() {
     let empty = tempfile::tempdir().unwrap();
-    let err = load(Backend::OnnxRuntime, Dtype::F32, Some(empty.path())).unwrap_err();
+    let err = load(Backend::ONNX_RUNTIME, Dtype::F32, Some(empty.path())).unwrap_err();
     assert!(err.to_string().contains("export.json"), "{err}");
     assert!(err.to_string().contains("scripts/setup.sh"), "{err}");
-    let enc = load(Backend::Auto, Dtype::Auto, Some(empty.path())).unwrap();
+    let enc = load(Backend::AUTO, Dtype::Auto, Some(empty.path())).unwrap();
     assert_eq!(enc.info().backend, "torch");
     // int8 exists only as an export: no silent change of dtype.
-    let err = load(Backend::Auto, Dtype::Int8, Some(empty.path())).unwrap_err();
+    let err = load(Backend::AUTO, Dtype::Int8, Some(empty.path())).unwrap_err();
     assert!(err.to_string().contains("export.json"), "{err}");
 }
 
 #[test]
 fn impossible_combinations_are_refused() {
-    let err = load(Backend::Torch, Dtype::Int8, None).unwrap_err();
+    let err = load(Backend::TORCH, Dtype::Int8, None).unwrap_err();
     assert!(matches!(err, Error::InvalidOption(_)), "{err}");
     assert!(err.to_string().contains("onnxruntime"), "{err}");
-    let err = load(Backend::OnnxRuntime, Dtype::Bf16, None).unwrap_err();
+    let err = load(Backend::ONNX_RUNTIME, Dtype::Bf16, None).unwrap_err();
     assert!(
         err.to_string()
-            .contains("bf16 runs on the openvino and torch backends"),
+            .contains("bf16 runs on the torch and openvino backends"),
         "{err}"
     );
-    let err = load(Backend::OpenVino, Dtype::Int8, None).unwrap_err();
+    let err = load(Backend::OPENVINO, Dtype::Int8, None).unwrap_err();
     assert!(matches!(err, Error::InvalidOption(_)), "{err}");
     assert!(
-        err.to_string().contains("int8 runs on onnxruntime"),
+        err.to_string()
+            .contains("int8 runs on the onnxruntime backend"),
         "{err}"
     );
-    for backend in [Backend::OnnxRuntime, Backend::OpenVino] {
+    for backend in [Backend::ONNX_RUNTIME, Backend::OPENVINO] {
         let mut o = EncoderOptions::default();
         o.backend(backend).device(Device::Cuda(0));
         let err = Encoder::load(&model_dir(), &o).unwrap_err();

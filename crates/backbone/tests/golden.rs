@@ -25,7 +25,7 @@ fn fixture() -> Fixture {
 }
 
 fn encoder(dtype: Dtype, batch_size: usize) -> Encoder {
-    encoder_on(Backend::Torch, dtype, batch_size)
+    encoder_on(Backend::TORCH, dtype, batch_size)
 }
 
 fn encoder_on(backend: Backend, dtype: Dtype, batch_size: usize) -> Encoder {
@@ -49,7 +49,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 }
 
 fn min_cosine(dtype: Dtype) -> (f64, String) {
-    min_cosine_on(Backend::Torch, dtype)
+    min_cosine_on(Backend::TORCH, dtype)
 }
 
 fn min_cosine_on(backend: Backend, dtype: Dtype) -> (f64, String) {
@@ -110,7 +110,7 @@ fn bf16_is_close_to_reference() {
 
 #[test]
 fn onnxruntime_f32_matches_sentence_transformers() {
-    let (min, text) = min_cosine_on(Backend::OnnxRuntime, Dtype::F32);
+    let (min, text) = min_cosine_on(Backend::ONNX_RUNTIME, Dtype::F32);
     eprintln!("onnxruntime f32 min cosine vs reference: {min:.7} ({text:?})");
     assert!(
         min >= 0.9999,
@@ -120,7 +120,7 @@ fn onnxruntime_f32_matches_sentence_transformers() {
 
 #[test]
 fn openvino_f32_matches_sentence_transformers() {
-    let (min, text) = min_cosine_on(Backend::OpenVino, Dtype::F32);
+    let (min, text) = min_cosine_on(Backend::OPENVINO, Dtype::F32);
     eprintln!("openvino f32 min cosine vs reference: {min:.7} ({text:?})");
     assert!(
         min >= 0.9999,
@@ -133,7 +133,7 @@ fn openvino_f32_matches_sentence_transformers() {
 /// encoder must say so (then the f32 bound holds).
 #[test]
 fn openvino_bf16_is_close_to_reference_or_reported_as_f32() {
-    let enc = encoder_on(Backend::OpenVino, Dtype::Bf16, 8);
+    let enc = encoder_on(Backend::OPENVINO, Dtype::Bf16, 8);
     let dtype = enc.info().dtype.clone();
     let native = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
         c.split_whitespace()
@@ -143,7 +143,7 @@ fn openvino_bf16_is_close_to_reference_or_reported_as_f32() {
         assert_eq!(dtype, "f32", "no native bf16 here, yet reported {dtype}");
     }
     drop(enc);
-    let (min, text) = min_cosine_on(Backend::OpenVino, Dtype::Bf16);
+    let (min, text) = min_cosine_on(Backend::OPENVINO, Dtype::Bf16);
     eprintln!("openvino {dtype} (asked bf16) min cosine vs reference: {min:.7} ({text:?})");
     let bound = if dtype == "bf16" { 0.999 } else { 0.9999 };
     assert!(
@@ -154,7 +154,7 @@ fn openvino_bf16_is_close_to_reference_or_reported_as_f32() {
 
 #[test]
 fn openvino_batched_equals_one_by_one() {
-    batched_equals_one_by_one_on(Backend::OpenVino);
+    batched_equals_one_by_one_on(Backend::OPENVINO);
 }
 
 /// int8 is an option with a stated accuracy cost, not the default: BENCHMARKS.md
@@ -163,7 +163,7 @@ fn openvino_batched_equals_one_by_one() {
 fn onnxruntime_int8_stays_within_its_stated_cost() {
     let fx = fixture();
     let texts: Vec<&str> = fx.cases.iter().map(|c| c.text.as_str()).collect();
-    let got = encoder_on(Backend::OnnxRuntime, Dtype::Int8, 8)
+    let got = encoder_on(Backend::ONNX_RUNTIME, Dtype::Int8, 8)
         .embed(&texts)
         .expect("embed");
     let cos: Vec<f64> = fx
@@ -181,12 +181,12 @@ fn onnxruntime_int8_stays_within_its_stated_cost() {
 
 #[test]
 fn onnxruntime_batched_equals_one_by_one() {
-    batched_equals_one_by_one_on(Backend::OnnxRuntime);
+    batched_equals_one_by_one_on(Backend::ONNX_RUNTIME);
 }
 
 #[test]
 fn batched_equals_one_by_one() {
-    batched_equals_one_by_one_on(Backend::Torch);
+    batched_equals_one_by_one_on(Backend::TORCH);
 }
 
 fn batched_equals_one_by_one_on(backend: Backend) {

@@ -39,7 +39,8 @@ fn inference_overtakes_a_queued_background_job() {
             "400 texts cannot be done yet"
         );
         let ids = handle.tokenize(&["an urgent request"]).unwrap();
-        let urgent = handle.embed_ids(ids).await.unwrap();
+        let passes = handle.batch_policy().passes(&[ids[0].len()]);
+        let urgent = handle.embed_passes(ids, passes).await.unwrap();
         assert_eq!(urgent.len(), 1);
         assert!(
             !poll_once(&mut background).await,

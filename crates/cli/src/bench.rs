@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Instant};
 
 use anyhow::{ensure, Context, Result};
 use clap::Args;
-use polyhead_server::Settings;
+use polyhead_settings::Settings;
 
 use crate::{embed::load_encoder, BackboneArgs};
 
@@ -61,7 +61,7 @@ pub fn run(settings: &Settings, args: &BenchArgs) -> Result<()> {
             "dtype": info.dtype,
             "device": info.device,
             "batch_size": settings.backbone.batch_size,
-            "threads": tch::get_num_threads(),
+            "threads": settings.encoder_options().resolved_threads(),
             "texts": texts.len(),
             "mean_tokens": tokens as f64 / texts.len() as f64,
             "texts_per_s": done as f64 / secs,

@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context, Result};
 use clap::Args;
 use polyhead_api::v1::{inference_client::InferenceClient, ClassifyRequest};
-use polyhead_server::Settings;
+use polyhead_settings::Settings;
 
 use crate::Failure;
 
@@ -253,6 +253,15 @@ pub fn rpc_error(addr: &str, s: tonic::Status) -> anyhow::Error {
     ))
 }
 
+/// A server address as a URL tonic connects to: `host:port` gets `http://`.
+pub fn endpoint_url(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
 /// Whether `addr` answers an HTTP/1.1 request with an HTTP/1.1 response (a gRPC
 /// port speaks only HTTP/2 and does not).
 fn speaks_http1(addr: &str) -> bool {
@@ -319,11 +328,7 @@ pub fn classify(args: &ClassifyArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let addr = if args.addr.contains("://") {
-        args.addr.clone()
-    } else {
-        format!("http://{}", args.addr)
-    };
+    let addr = endpoint_url(&args.addr);
     let started = std::time::Instant::now();
     runtime.block_on(async {
         let mut client = InferenceClient::connect(addr.clone()).await.map_err(|e| {

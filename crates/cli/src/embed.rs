@@ -3,14 +3,12 @@ use std::io::{BufRead, BufWriter, Write};
 
 use anyhow::{Context, Result};
 use polyhead_backbone::Encoder;
-use polyhead_server::Settings;
+use polyhead_settings::Settings;
 
-/// Loads the encoder `settings` describe, on this thread.
+/// Loads the encoder `settings` describe, on this thread (its runtime sets its
+/// threads up here).
 pub fn load_encoder(settings: &Settings) -> Result<Encoder> {
     let options = settings.encoder_options();
-    if settings.backbone.threads > 0 {
-        tch::set_num_threads(settings.backbone.threads as i32);
-    }
     Encoder::load(&settings.backbone.model_dir, &options).context("loading the backbone")
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use polyhead_heads::Metrics;
-use polyhead_server::Settings;
+use polyhead_settings::Settings;
 use polyhead_trainer::{Dataset, FeatureCache};
 use serde_json::json;
 

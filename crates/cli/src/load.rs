@@ -99,11 +99,7 @@ pub fn run(args: &LoadArgs, texts: Vec<String>, seconds: f64) -> Result<()> {
         args.rate >= 0.0 && args.rate.is_finite(),
         "--rate must be >= 0"
     );
-    let addr = if addr.contains("://") {
-        addr
-    } else {
-        format!("http://{addr}")
-    };
+    let addr = crate::client::endpoint_url(&addr);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

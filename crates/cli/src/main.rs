@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use polyhead_server::Settings;
+use polyhead_settings::Settings;
 
 /// polyhead: one frozen text encoder, many hot-swappable task heads.
 #[derive(Debug, Parser)]
@@ -235,8 +235,8 @@ impl Failure {
 fn init_logs(config: Option<&std::path::Path>) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("POLYHEAD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,ort=warn"));
-    let json =
-        Settings::load(config, &[]).is_ok_and(|s| s.log.format == polyhead_server::LogFormat::Json);
+    let json = Settings::load(config, &[])
+        .is_ok_and(|s| s.log.format == polyhead_settings::LogFormat::Json);
     // Colour only on a terminal: a log file or a collector gets plain text
     // (NO_COLOR turns it off on a terminal too).
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())

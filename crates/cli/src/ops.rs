@@ -67,11 +67,7 @@ pub struct HealthArgs {
 /// `polyhead health`: exit 0 when SERVING, 5 when nothing answers, 1 otherwise (the
 /// reason on stderr).
 pub fn health(a: &HealthArgs) -> Result<()> {
-    let addr = if a.addr.contains("://") {
-        a.addr.clone()
-    } else {
-        format!("http://{}", a.addr)
-    };
+    let addr = crate::client::endpoint_url(&a.addr);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -8,7 +8,7 @@ use crate::{eval::Evaluated, tasks::StoreArg};
 use anyhow::{Context, Result};
 use clap::Args;
 use polyhead_heads::Manifest;
-use polyhead_server::Settings;
+use polyhead_settings::Settings;
 
 /// Arguments of `polyhead report`.
 #[derive(Debug, Args)]

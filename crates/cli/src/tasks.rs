@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use polyhead_backbone::EncoderHandle;
 use polyhead_heads::{HeadStore, Metrics};
-use polyhead_server::Settings;
+use polyhead_settings::Settings;
 use polyhead_trainer::{
     train_task, Budget, Dataset, FeatureCache, Format, Progress, TrainOptions, TrainRequest,
 };
@@ -114,17 +114,18 @@ pub struct RollbackArgs {
 
 /// Opens the store `store.url` names (a folder that does not exist yet is created).
 pub fn open_store(settings: &Settings) -> Result<Box<dyn HeadStore>> {
-    polyhead_heads::open_store(&settings.store.url, None)
+    settings
+        .store
+        .url
+        .open(None)
         .with_context(|| format!("opening store {}", settings.store.url))
 }
 
 /// Opens an existing store for a command that reads it: a store folder that does not
 /// exist is an error (a mistyped `--store` must not answer "no tasks").
 pub fn open_existing_store(settings: &Settings) -> Result<Box<dyn HeadStore>> {
-    let url = &settings.store.url;
-    if !polyhead_heads::is_postgres_url(url) {
-        let folder = url.strip_prefix("file://").unwrap_or(url);
-        if !std::path::Path::new(folder).is_dir() {
+    if let Some(folder) = settings.store.url.folder() {
+        if !folder.is_dir() {
             return Err(crate::Failure::NotFound.wrap(anyhow::anyhow!(
                 "store folder {folder:?} does not exist (--store / store.url): check the path, \
                  or train a task first (polyhead train creates it)"

@@ -1,6 +1,7 @@
 //! A head's forward pass, in plain Rust: heads are tiny (384 x labels, or one hidden
 //! layer), so a request's head costs microseconds and the weights can be shared
 //! across threads without libtorch.
+use crate::prob::softmax;
 use crate::{Error, HeadKind, Lexicon, Result};
 
 /// One dense layer, `y = W x + b`, with `W` row-major (out, in) as torch stores it.
@@ -190,17 +191,6 @@ impl Head {
             .map(|(r, t)| self.predict(r, t.as_ref()))
             .collect()
     }
-}
-
-/// In-place numerically stable softmax.
-fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    x.iter_mut().for_each(|v| *v /= sum);
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ mod error;
 mod head;
 mod lexicon;
 mod manifest;
+mod prob;
 mod registry;
 mod store;
 #[cfg(feature = "testing")]
@@ -36,8 +37,9 @@ pub use manifest::{
     now_rfc3339, validate_task_name, BackboneRef, Candidate, ClassMetrics, Evaluation, HeadKind,
     Manifest, Metrics, Selection, FORMAT_VERSION,
 };
+pub use prob::{argmax, softmax, Real};
 pub use registry::{HeadMap, HeadRegistry, SyncReport};
 pub use store::{
-    copy_store, is_postgres_url, open_store, ActiveHistory, CopyReport, FailPoint, FsHeadStore,
-    HeadStore, PgHeadStore, StoredVersion,
+    copy_store, open_store, ActiveHistory, CopyReport, FailPoint, FsHeadStore, HeadStore,
+    PgHeadStore, StoreUrl, StoredVersion,
 };

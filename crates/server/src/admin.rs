@@ -17,7 +17,8 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     convert::{dataset, metrics_msg, selection_line, train_options},
-    inference::{observe, ready, CallLimits, ReadyEngine},
+    inference::{ready, ReadyEngine},
+    ledger::{observe, CallLimits},
     logs::{CallInfo, Logged},
     metrics as m, Engine, ServerError,
 };
@@ -48,7 +49,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn active_version(engine: &Engine, task: &str) -> Result<VersionResponse, ServerError> {
-    let active = engine.store.active(task)?.unwrap_or(0);
+    let active = engine.heads().store().active(task)?.unwrap_or(0);
     Ok(VersionResponse {
         task: task.to_owned(),
         active_version: active,
@@ -65,7 +66,7 @@ fn send(tx: &mpsc::Sender<Result<TrainProgress, Status>>, event: Event) {
 /// Holds an uploaded head to the limits a trained one meets (`train.max_labels`,
 /// `train.max_hidden_dim`): every Classify pays for each label.
 fn check_head_limits(engine: &Engine, artifact: &HeadArtifact) -> Result<(), ServerError> {
-    let train = &engine.settings.train;
+    let train = &engine.settings().train;
     let labels = artifact.manifest.labels.len();
     if labels > train.max_labels {
         return Err(ServerError::InvalidArgument(format!(
@@ -103,9 +104,9 @@ fn check_train_request(
     } else {
         Some(dataset(&req.validation)?)
     };
-    let options = train_options(req.options.as_ref(), engine.settings.train.head)?;
+    let options = train_options(req.options.as_ref(), engine.settings().train.head)?;
     engine
-        .settings
+        .settings()
         .train_limits()
         .check(&train, valid.as_ref(), &options)?;
     Ok(TrainRequest {
@@ -129,8 +130,11 @@ async fn run_training(
 ) -> Result<TrainResult, ServerError> {
     blocking(engine, move |e| {
         let mut stage_start = std::time::Instant::now();
-        let (artifact, report) =
-            train_task(&e.encoder, &e.feature_cache, &treq, &mut |p| match p {
+        let (artifact, report) = train_task(
+            e.inference().encoder(),
+            e.heads().feature_cache(),
+            &treq,
+            &mut |p| match p {
                 Progress::Stage { name } => {
                     stage_start = std::time::Instant::now();
                     send(&tx, Event::Stage(name))
@@ -161,10 +165,13 @@ async fn run_training(
                         validation_accuracy: r.validation_accuracy as f32,
                     }),
                 ),
-            })?;
+            },
+        )?;
         let passes = report.validation.head.accuracy >= min_acc;
         let activated = activate && passes;
-        let version = e.change_store(|s| Ok(s.put_and_activate(&artifact, activated)?))?;
+        let version = e
+            .heads()
+            .change_store(|s| Ok(s.put_and_activate(&artifact, activated)?))?;
         let note = if activate && !passes {
             format!(
                 "not activated: validation accuracy {:.4} < min_validation_accuracy {min_acc:.4}",
@@ -203,12 +210,13 @@ impl Registry for RegistryService {
         observe(info, self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             let artifact = HeadArtifact::decode(&req.manifest_json, &req.safetensors)?;
-            artifact.check_backbone(engine.registry.backbone())?;
+            artifact.check_backbone(engine.heads().registry().backbone())?;
             check_head_limits(&engine, &artifact)?;
             let activate = req.activate;
             let task = artifact.manifest.task.clone();
             let version = blocking(&engine, move |e| {
-                e.change_store(|s| Ok(s.put_and_activate(&artifact, activate)?))
+                e.heads()
+                    .change_store(|s| Ok(s.put_and_activate(&artifact, activate)?))
             })
             .await?;
             Ok(RegisterHeadResponse {
@@ -245,14 +253,14 @@ impl Registry for RegistryService {
         };
         // One job at a time; a second is refused at once rather than queued behind a
         // job that may run for train.max_seconds.
-        let Ok(one_at_a_time) = engine.train_lock.clone().try_lock_owned() else {
+        let Ok(one_at_a_time) = engine.heads().train_lock().clone().try_lock_owned() else {
             counter!(m::TRAIN_JOBS, "outcome" => "busy").increment(1);
             return Err(ServerError::ResourceExhausted(
                 "a training job is already running; retry when it ends".into(),
             )
             .into());
         };
-        let mut budget = Budget::within(Duration::from_secs(engine.settings.train.max_seconds));
+        let mut budget = Budget::within(Duration::from_secs(engine.settings().train.max_seconds));
         if let Some(d) = client_deadline {
             budget = budget.until(d);
         }
@@ -308,7 +316,8 @@ impl Registry for RegistryService {
         observe(info, self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             blocking(&engine, move |e| {
-                e.change_store(|s| Ok(s.activate(&req.task, req.version)?))?;
+                e.heads()
+                    .change_store(|s| Ok(s.activate(&req.task, req.version)?))?;
                 active_version(e, &req.task)
             })
             .await
@@ -330,7 +339,7 @@ impl Registry for RegistryService {
         observe(info, self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             blocking(&engine, move |e| {
-                e.change_store(|s| Ok(s.rollback(&req.task)?))?;
+                e.heads().change_store(|s| Ok(s.rollback(&req.task)?))?;
                 active_version(e, &req.task)
             })
             .await
@@ -353,7 +362,7 @@ impl Registry for RegistryService {
             let engine = ready(&self.engine)?;
             let task = req.task.clone();
             let n = blocking(&engine, move |e| {
-                e.change_store(|s| Ok(s.delete_task(&task)?))
+                e.heads().change_store(|s| Ok(s.delete_task(&task)?))
             })
             .await?;
             Ok(DeleteTaskResponse {
@@ -378,18 +387,23 @@ impl Registry for RegistryService {
         observe(info, self.limits, deadline, async {
             let engine = ready(&self.engine)?;
             blocking(&engine, move |e| {
-                let versions = e.store.versions(&req.task)?;
+                let versions = e.heads().store().versions(&req.task)?;
                 if versions.is_empty() {
                     return Err(ServerError::NotFound(format!(
                         "task {:?} not found",
                         req.task
                     )));
                 }
-                let active = e.store.active(&req.task)?;
+                let active = e.heads().store().active(&req.task)?;
                 let infos = versions
                     .into_iter()
                     .map(|v| {
-                        let manifest = e.store.load(&req.task, v).ok().map(|a| a.manifest);
+                        let manifest = e
+                            .heads()
+                            .store()
+                            .load(&req.task, v)
+                            .ok()
+                            .map(|a| a.manifest);
                         let metrics = manifest.as_ref().and_then(|m| m.metrics.clone());
                         VersionInfo {
                             version: v,

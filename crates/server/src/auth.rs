@@ -11,10 +11,10 @@ pub struct BearerAuth {
 }
 
 impl BearerAuth {
-    /// A check against `token`; an empty token refuses every request, since an admin
+    /// A check against `token`; with none every request is refused, since an admin
     /// API without a token configured must not be open.
-    pub fn new(token: &str, required: bool) -> Self {
-        let token = (!token.is_empty()).then(|| Arc::from(token));
+    pub fn new(token: Option<&str>, required: bool) -> Self {
+        let token = token.filter(|t| !t.is_empty()).map(Arc::from);
         BearerAuth { token, required }
     }
 }
@@ -64,7 +64,7 @@ mod tests {
 
     #[test]
     fn checks_the_token() {
-        let mut a = BearerAuth::new("s3cret", true);
+        let mut a = BearerAuth::new(Some("s3cret"), true);
         assert_eq!(call(&mut a, Some("Bearer s3cret")), Ok(()));
         assert_eq!(
             call(&mut a, Some("Bearer s3cre")),
@@ -75,12 +75,12 @@ mod tests {
             Err(tonic::Code::Unauthenticated)
         );
         assert_eq!(call(&mut a, None), Err(tonic::Code::Unauthenticated));
-        let mut off = BearerAuth::new("", true);
+        let mut off = BearerAuth::new(None, true);
         assert_eq!(
             call(&mut off, Some("Bearer ")),
             Err(tonic::Code::Unauthenticated)
         );
-        let mut open = BearerAuth::new("", false);
+        let mut open = BearerAuth::new(None, false);
         assert_eq!(call(&mut open, None), Ok(()));
     }
 }

@@ -1,7 +1,9 @@
 //! The request batcher in front of the model thread. Requests of every task go into
-//! one queue; a single task drains it into batches bounded by total tokens and by a
-//! short wait for company, skips requests whose caller went away or whose deadline
-//! passed, runs one backbone job per batch and answers every waiter.
+//! one queue; a single task drains it into batches bounded by the tokens the backbone
+//! will compute for them (the encoder's [`BatchPolicy`]: its passes, padding
+//! included) and by a short wait for company, skips requests whose caller went away
+//! or whose deadline passed, plans each batch's forward passes with the same policy,
+//! runs them as one backbone job and answers every waiter.
 //!
 //! A request larger than one batch is split: a batch takes whole requests from the
 //! front of the queue while they fit, or else a part of the front request alone, and
@@ -26,7 +28,7 @@ use std::{
 };
 
 use metrics::{counter, histogram};
-use polyhead_backbone::{Embeddings, EncoderHandle};
+use polyhead_backbone::{BatchPolicy, Embeddings, EncoderHandle};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{metrics as m, ServerError};
@@ -81,7 +83,8 @@ impl Drop for OnTheWay {
 /// Batch limits.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BatchLimits {
-    /// Most tokens (sum over texts) in one batch; a single longer text runs alone.
+    /// Most tokens one batch may cost, as the backbone computes them (its passes,
+    /// padding included); a single longer text runs alone.
     pub max_tokens: usize,
     /// Longest the first request of a batch waits for others.
     pub max_wait: Duration,
@@ -160,7 +163,8 @@ async fn run(
             }
         }
         drop_abandoned(&mut queue);
-        let batch = take_batch(&mut queue, limits.max_tokens);
+        let policy = encoder.batch_policy();
+        let batch = take_batch(&mut queue, &policy, limits.max_tokens);
         if batch.is_empty() {
             continue;
         }
@@ -194,22 +198,30 @@ fn drop_abandoned(queue: &mut VecDeque<Item>) {
     *queue = kept;
 }
 
-/// Takes the next batch from the front of `queue`: whole requests while they fit in
-/// `max_tokens`; or, when the request at the front does not fit whole, the part of it
-/// that does (at least one text, however long) as a batch of its own. Returns each
-/// request with the range of its texts in this batch, in queue order.
-fn take_batch(queue: &mut VecDeque<Item>, max_tokens: usize) -> Vec<(Item, Range<usize>)> {
+/// Takes the next batch from the front of `queue`: whole requests while their passes
+/// cost at most `max_tokens` under `policy`; or, when the request at the front does
+/// not fit whole, the part of it that does (at least one text, however long) as a
+/// batch of its own. Returns each request with the range of its texts in this batch,
+/// in queue order.
+fn take_batch(
+    queue: &mut VecDeque<Item>,
+    policy: &BatchPolicy,
+    max_tokens: usize,
+) -> Vec<(Item, Range<usize>)> {
     let mut batch = Vec::new();
-    let mut tokens = 0;
+    let mut lens: Vec<usize> = Vec::new();
+    let mut real = 0;
     while let Some(front) = queue.front() {
         let mut end = front.next;
         while end < front.ids.len() {
             let len = front.ids[end].len();
             let first = batch.is_empty() && end == front.next;
-            if tokens + len > max_tokens && !first {
+            lens.push(len);
+            if !first && !policy.fits(&lens, real + len, max_tokens) {
+                lens.pop();
                 break;
             }
-            tokens += len;
+            real += len;
             end += 1;
         }
         // A part of a request only as a batch of its own: topping up a batch of small
@@ -239,11 +251,16 @@ async fn run_batch(encoder: &EncoderHandle, batch: Vec<(Item, Range<usize>)>) ->
         all.extend(item.ids[range.clone()].iter_mut().map(std::mem::take));
         items.push((item, range.len()));
     }
+    let lens: Vec<usize> = all.iter().map(Vec::len).collect();
+    let policy = encoder.batch_policy();
+    let passes = policy.passes(&lens);
     histogram!(m::BATCH_SIZE).record(texts as f64);
-    histogram!(m::BATCH_TOKENS).record(all.iter().map(Vec::len).sum::<usize>() as f64);
+    histogram!(m::BATCH_TOKENS).record(lens.iter().sum::<usize>() as f64);
+    histogram!(m::BATCH_COST).record(policy.cost(&lens) as f64);
+    histogram!(m::BATCH_PASSES).record(passes.len() as f64);
     counter!(m::BACKBONE_TEXTS).increment(texts as u64);
     let start = Instant::now();
-    let result = encoder.embed_ids(all).await;
+    let result = encoder.embed_passes(all, passes).await;
     histogram!(m::FORWARD).record(start.elapsed().as_secs_f64());
     let emb = match result {
         Ok(emb) => emb,
@@ -299,6 +316,15 @@ mod tests {
         (item, rx)
     }
 
+    /// A padded runtime's policy with room for any number of rows.
+    fn policy() -> BatchPolicy {
+        BatchPolicy::new(polyhead_backbone::Padding::ToLongest, 1024, 1 << 20)
+    }
+
+    fn take(queue: &mut VecDeque<Item>, max_tokens: usize) -> Vec<(Item, Range<usize>)> {
+        take_batch(queue, &policy(), max_tokens)
+    }
+
     fn ranges(batch: &[(Item, Range<usize>)]) -> Vec<Range<usize>> {
         batch.iter().map(|(_, r)| r.clone()).collect()
     }
@@ -307,7 +333,7 @@ mod tests {
     fn a_request_larger_than_a_batch_is_split_within_the_budget() {
         let (big, _rx) = item(&[256; 10]);
         let mut queue = VecDeque::from([big]);
-        let batch = take_batch(&mut queue, 1000);
+        let batch = take(&mut queue, 1000);
         assert_eq!(ranges(&batch), vec![0..3]);
         assert!(queue.is_empty());
     }
@@ -317,7 +343,7 @@ mod tests {
         let (long, _a) = item(&[300, 5]);
         let (short, _b) = item(&[5]);
         let mut queue = VecDeque::from([long, short]);
-        let batch = take_batch(&mut queue, 100);
+        let batch = take(&mut queue, 100);
         assert_eq!(ranges(&batch), vec![0..1]);
         assert_eq!(queue.len(), 1, "the short request waits for the next batch");
     }
@@ -328,10 +354,10 @@ mod tests {
         let (b, _b) = item(&[30]);
         let (c, _c) = item(&[50, 50]);
         let mut queue = VecDeque::from([a, b, c]);
-        let batch = take_batch(&mut queue, 100);
+        let batch = take(&mut queue, 100);
         assert_eq!(ranges(&batch), vec![0..2, 0..1], "c does not fit whole");
         assert_eq!(queue.len(), 1);
-        let batch = take_batch(&mut queue, 100);
+        let batch = take(&mut queue, 100);
         assert_eq!(ranges(&batch), vec![0..2]);
     }
 
@@ -342,14 +368,37 @@ mod tests {
         huge.next = 8;
         let (one, _o) = item(&[12]);
         let mut queue = VecDeque::from([one, huge]);
-        let batch = take_batch(&mut queue, 2048);
+        let batch = take(&mut queue, 2048);
         assert_eq!(
             ranges(&batch),
             vec![0..1],
             "not topped up with the huge rest"
         );
-        let batch = take_batch(&mut queue, 2048);
+        let batch = take(&mut queue, 2048);
         assert_eq!(ranges(&batch), vec![8..16]);
+    }
+
+    #[test]
+    fn a_batch_is_budgeted_by_what_its_passes_cost_padding_included() {
+        // Real tokens 100 + 10 x 10 = 200 fit a budget of 200 only unpadded; planned
+        // as passes ([100], [10 x 10]) they cost 200 too, and one more 10-token text
+        // would cost 210.
+        let (long, _a) = item(&[100]);
+        let (short, _b) = item(&[10; 10]);
+        let (more, _c) = item(&[10]);
+        let mut queue = VecDeque::from([long, short, more]);
+        let batch = take(&mut queue, 200);
+        assert_eq!(ranges(&batch), vec![0..1, 0..10]);
+        let lens: Vec<usize> = [100].into_iter().chain([10; 10]).collect();
+        assert_eq!(policy().cost(&lens), 200);
+        // Mixed lengths that would pad past the budget in one pass are split into
+        // passes, and the batch holds what those passes cost.
+        let (mixed, _d) = item(&[60, 12, 12, 12, 12, 12, 12, 12, 12]);
+        let mut queue = VecDeque::from([mixed]);
+        let batch = take(&mut queue, 160);
+        assert_eq!(ranges(&batch), vec![0..9], "60 + 8 x 12 = 156 as passes");
+        let p = policy().passes(&[60, 12, 12, 12, 12, 12, 12, 12, 12]);
+        assert_eq!(p.len(), 2, "the long text runs in a pass of its own: {p:?}");
     }
 
     #[test]

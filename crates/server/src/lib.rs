@@ -2,7 +2,7 @@
 //! `Registry`, health, reflection), the HTTP/JSON API beside them, request batching across tasks, the embedding
 //! cache, Prometheus metrics, bearer-token auth and the store watcher.
 //!
-//! [`serve`] runs it all; [`Settings`] is the layered configuration.
+//! [`serve`] runs it all from the program's settings (`polyhead_settings::Settings`).
 #![deny(missing_docs)]
 
 mod admin;
@@ -18,13 +18,9 @@ mod ledger;
 mod logs;
 mod metrics;
 mod serve;
-mod settings;
 mod status;
 
 use engine::Engine;
+use polyhead_settings::Settings;
 pub use serve::{serve, ServeError};
-pub use settings::{
-    AdminSettings, BackboneSettings, LogFormat, LogSettings, ServerSettings, Settings,
-    SettingsError, StoreSettings, TrainSettings, DEFAULTS,
-};
 pub use status::{code_name, ServerError};

@@ -16,8 +16,13 @@ pub const REQUEST_DURATION: &str = "polyhead_request_duration_seconds";
 pub const QUEUE_WAIT: &str = "polyhead_queue_wait_seconds";
 /// Texts per backbone batch.
 pub const BATCH_SIZE: &str = "polyhead_batch_size";
-/// Tokens per backbone batch (after truncation, before padding).
+/// Real tokens per backbone batch (after truncation, no padding).
 pub const BATCH_TOKENS: &str = "polyhead_batch_tokens";
+/// Tokens the backbone computes per batch: its passes, padding included (the budget
+/// `server.max_batch_tokens` holds a batch to).
+pub const BATCH_COST: &str = "polyhead_batch_computed_tokens";
+/// Forward passes per backbone batch.
+pub const BATCH_PASSES: &str = "polyhead_batch_passes";
 /// Backbone forward time per batch.
 pub const FORWARD: &str = "polyhead_backbone_forward_seconds";
 /// Time a request waited for and spent tokenizing its cache misses.
@@ -78,6 +83,8 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), SIZE_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(BATCH_TOKENS.into()), TOKEN_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(BATCH_COST.into()), TOKEN_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(BATCH_PASSES.into()), SIZE_BUCKETS)?
         .install_recorder()?;
     let upkeep = handle.clone();
     tokio::spawn(async move {
@@ -279,7 +286,18 @@ fn describe() {
     describe_histogram!(
         BATCH_TOKENS,
         Unit::Count,
-        "tokens per backbone batch (after truncation, before padding)"
+        "real tokens per backbone batch (after truncation, no padding)"
+    );
+    describe_histogram!(
+        BATCH_COST,
+        Unit::Count,
+        "tokens the backbone computes per batch: its forward passes, padding included \
+         (the unit of server.max_batch_tokens)"
+    );
+    describe_histogram!(
+        BATCH_PASSES,
+        Unit::Count,
+        "forward passes per backbone batch"
     );
     describe_histogram!(FORWARD, Unit::Seconds, "backbone forward time per batch");
     describe_histogram!(

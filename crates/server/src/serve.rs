@@ -10,23 +10,22 @@ use std::{
 
 use polyhead_api::v1::{inference_server::InferenceServer, registry_server::RegistryServer};
 use polyhead_backbone::EncoderHandle;
-use polyhead_heads::{is_postgres_url, HeadStore};
+use polyhead_heads::HeadStore;
 use tokio::sync::oneshot;
-use tonic::codegen::{http, CompressionEncoding};
+use tonic::codegen::CompressionEncoding;
 use tonic::{
     service::interceptor::InterceptedService,
     transport::{Identity, Server, ServerTlsConfig},
 };
 use tonic_health::ServingStatus;
-use tower::util::MapResponseLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::{
     admin::RegistryService,
     auth::BearerAuth,
     conn::{self, ConnLimits},
-    inference::{CallLimits, InferenceService},
-    ledger::LedgerLayer,
+    inference::InferenceService,
+    ledger::{CallLimits, LedgerLayer},
     logs::RandomRequestId,
     metrics as m, Engine, Settings,
 };
@@ -77,8 +76,12 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     // Reflection lists the services and their schema: as open as inference. Health
     // stays open either way: orchestrators' probes (Kubernetes grpc probes, the
     // image's HEALTHCHECK) send no token, and it says nothing but SERVING.
-    let reflection_auth =
-        || BearerAuth::new(&settings.admin.token, !settings.server.open_inference);
+    let reflection_auth = || {
+        BearerAuth::new(
+            settings.admin.token.as_deref(),
+            !settings.server.open_inference,
+        )
+    };
     let reflection_v1 = InterceptedService::new(
         reflection()
             .build_v1()
@@ -104,7 +107,10 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             .send_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit),
-        BearerAuth::new(&settings.admin.token, !settings.server.open_inference),
+        BearerAuth::new(
+            settings.admin.token.as_deref(),
+            !settings.server.open_inference,
+        ),
     );
     let registry = InterceptedService::new(
         RegistryServer::new(RegistryService::new(engine.clone(), limits))
@@ -112,7 +118,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             .send_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit),
-        BearerAuth::new(&settings.admin.token, true),
+        BearerAuth::new(settings.admin.token.as_deref(), true),
     );
 
     // No tonic-level timeout: each call keeps its own deadline (CallLimits) and
@@ -129,17 +135,15 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
         .layer(PropagateRequestIdLayer::x_request_id())
         // Every call counted and logged once, with the codes as documented.
-        .layer(LedgerLayer)
-        .layer(MapResponseLayer::new(documented_status_codes as fn(_) -> _));
+        .layer(LedgerLayer);
     if let Some(age) = secs(settings.server.max_connection_age_s) {
         builder = builder.max_connection_age(age);
     }
-    if !settings.server.tls_cert.is_empty() {
-        let read = |p: &str| std::fs::read(p).map_err(|e| ServeError::Setup(format!("{p}: {e}")));
-        let identity = Identity::from_pem(
-            read(&settings.server.tls_cert)?,
-            read(&settings.server.tls_key)?,
-        );
+    if let (Some(cert), Some(key)) = (&settings.server.tls_cert, &settings.server.tls_key) {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| ServeError::Setup(format!("{}: {e}", p.display())))
+        };
+        let identity = Identity::from_pem(read(cert)?, read(key)?);
         builder =
             builder.tls_config(ServerTlsConfig::new().identity(identity).timeout(handshake))?;
     }
@@ -172,7 +176,10 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         let router = crate::http::router(
             engine.clone(),
             InferenceService::new(engine.clone(), limits),
-            BearerAuth::new(&settings.admin.token, !settings.server.open_inference),
+            BearerAuth::new(
+                settings.admin.token.as_deref(),
+                !settings.server.open_inference,
+            ),
             settings.server.max_message_bytes,
         );
         let stop = async move {
@@ -236,75 +243,6 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     }
 }
 
-/// Rewrites the codes tonic gives request-decoding failures into the documented
-/// ones (such errors are trailers-only responses: the status is in the headers):
-/// - a request over `max_decoding_message_size` is OUT_OF_RANGE in tonic; the gRPC
-///   status-code spec (and grpc-go, grpc-java) use RESOURCE_EXHAUSTED. polyhead never
-///   sends OUT_OF_RANGE itself.
-/// - a request tonic or prost cannot decode (bad wire format, invalid UTF-8 in a
-///   string, bad or truncated gzip, an unknown compression flag, a frame shorter than
-///   its length, no message at all) is INTERNAL in tonic; it is the client's bad
-///   argument, not a server fault. The one exception the gRPC compression spec makes
-///   (the compressed flag set without a `grpc-encoding`: INTERNAL) is kept.
-fn documented_status_codes(
-    mut res: http::Response<tonic::body::Body>,
-) -> http::Response<tonic::body::Body> {
-    let headers = res.headers();
-    let status = headers.get("grpc-status").map(|v| v.as_bytes());
-    let undecodable = || {
-        headers
-            .get("grpc-message")
-            .is_some_and(|m| is_decoding_failure(&percent_decode(m.as_bytes())))
-    };
-    let code = match status {
-        Some(b"11") => Some("8"),
-        Some(b"13") if undecodable() => Some("3"),
-        _ => None,
-    };
-    if let Some(code) = code {
-        res.headers_mut()
-            .insert("grpc-status", http::HeaderValue::from_static(code));
-    }
-    res
-}
-
-/// Whether tonic's INTERNAL message `m` says the request could not be decoded.
-fn is_decoding_failure(m: &str) -> bool {
-    const PREFIXES: [&str; 5] = [
-        "failed to decode Protobuf",
-        "Error decompressing",
-        "protocol error: received message with invalid compression flag",
-        "Unexpected EOF decoding stream",
-        "Missing request message",
-    ];
-    PREFIXES.iter().any(|p| m.starts_with(p))
-}
-
-/// `grpc-message` is percent-encoded (PROTOCOL-HTTP2.md); invalid escapes stay as
-/// they are.
-fn percent_decode(v: &[u8]) -> String {
-    let mut out = Vec::with_capacity(v.len());
-    let mut i = 0;
-    while i < v.len() {
-        let hex = |b: u8| char::from(b).to_digit(16);
-        match (
-            v[i],
-            v.get(i + 1).copied().and_then(hex),
-            v.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 async fn start_engine(
     settings: Settings,
     slot: Arc<OnceLock<Arc<Engine>>>,
@@ -341,7 +279,7 @@ async fn start_engine(
     }
     tracing::info!(
         backbone = %info.name, fingerprint = %info.fingerprint, dtype = %info.dtype, backend = %info.backend, device = %info.device,
-        store = %engine.store.location(), tasks = engine.registry.snapshot().len(), "SERVING"
+        store = %engine.heads().store().location(), tasks = engine.heads().registry().snapshot().len(), "SERVING"
     );
     watch_store(
         engine,
@@ -357,7 +295,7 @@ async fn open_store(
     settings: &Settings,
     info: &polyhead_backbone::BackboneInfo,
 ) -> Result<Arc<dyn HeadStore>, ServeError> {
-    let retry = is_postgres_url(&settings.store.url);
+    let retry = settings.store.url.is_shared();
     let mut logged = false;
     loop {
         let (s, i) = (settings.clone(), info.clone());
@@ -371,6 +309,8 @@ async fn open_store(
                     tracing::warn!(error = %e, "head store unreachable; retrying every 2 s");
                     logged = true;
                 }
+                metrics::gauge!(m::STORE_UP).set(0.0);
+                metrics::counter!(m::STORE_SYNCS, "outcome" => "error").increment(1);
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
             Err(e) => return Err(ServeError::Engine(format!("opening the head store: {e}"))),
@@ -387,7 +327,7 @@ async fn watch_store(
     health: tonic_health::server::HealthReporter,
     poll: Duration,
 ) {
-    let mut changes = engine.store.changes();
+    let mut changes = engine.heads().store().changes();
     let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut up = true;
@@ -398,14 +338,14 @@ async fn watch_store(
             Some(()) = changed(&mut changes) => {}
         }
         let e = engine.clone();
-        let result = tokio::task::spawn_blocking(move || e.sync_store())
+        let result = tokio::task::spawn_blocking(move || e.heads().sync_store())
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| e.to_string()));
         let outcome = match result {
             Ok(_) => {
                 if !up {
-                    tracing::info!(store = %engine.store.location(), "head store reachable again; heads in sync");
+                    tracing::info!(store = %engine.heads().store().location(), "head store reachable again; heads in sync");
                     health
                         .set_service_status("polyhead.v1.Registry", ServingStatus::Serving)
                         .await;

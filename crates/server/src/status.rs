@@ -175,6 +175,77 @@ fn heads_code(e: &polyhead_heads::Error) -> Code {
     }
 }
 
+/// Rewrites the codes tonic gives request-decoding failures into the documented
+/// ones (such errors are trailers-only responses: the status is in the headers):
+/// - a request over `max_decoding_message_size` is OUT_OF_RANGE in tonic; the gRPC
+///   status-code spec (and grpc-go, grpc-java) use RESOURCE_EXHAUSTED. polyhead never
+///   sends OUT_OF_RANGE itself.
+/// - a request tonic or prost cannot decode (bad wire format, invalid UTF-8 in a
+///   string, bad or truncated gzip, an unknown compression flag, a frame shorter than
+///   its length, no message at all) is INTERNAL in tonic; it is the client's bad
+///   argument, not a server fault. The one exception the gRPC compression spec makes
+///   (the compressed flag set without a `grpc-encoding`: INTERNAL) is kept.
+pub(crate) fn documented(
+    mut res: tonic::codegen::http::Response<tonic::body::Body>,
+) -> tonic::codegen::http::Response<tonic::body::Body> {
+    let headers = res.headers();
+    let status = headers.get("grpc-status").map(|v| v.as_bytes());
+    let undecodable = || {
+        headers
+            .get("grpc-message")
+            .is_some_and(|m| is_decoding_failure(&percent_decode(m.as_bytes())))
+    };
+    let code = match status {
+        Some(b"11") => Some("8"),
+        Some(b"13") if undecodable() => Some("3"),
+        _ => None,
+    };
+    if let Some(code) = code {
+        res.headers_mut().insert(
+            "grpc-status",
+            tonic::codegen::http::HeaderValue::from_static(code),
+        );
+    }
+    res
+}
+
+/// Whether tonic's INTERNAL message `m` says the request could not be decoded.
+fn is_decoding_failure(m: &str) -> bool {
+    const PREFIXES: [&str; 5] = [
+        "failed to decode Protobuf",
+        "Error decompressing",
+        "protocol error: received message with invalid compression flag",
+        "Unexpected EOF decoding stream",
+        "Missing request message",
+    ];
+    PREFIXES.iter().any(|p| m.starts_with(p))
+}
+
+/// `grpc-message` is percent-encoded (PROTOCOL-HTTP2.md); invalid escapes stay as
+/// they are.
+fn percent_decode(v: &[u8]) -> String {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (
+            v[i],
+            v.get(i + 1).copied().and_then(hex),
+            v.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,5 +285,38 @@ mod tests {
                 s.message()
             );
         }
+    }
+
+    #[test]
+    fn tonic_decoding_failures_get_the_documented_codes() {
+        use tonic::codegen::http::{HeaderValue, Response};
+        let answer = |status: &'static str, message: &'static str| {
+            let mut r = Response::new(tonic::body::Body::empty());
+            r.headers_mut()
+                .insert("grpc-status", HeaderValue::from_static(status));
+            r.headers_mut()
+                .insert("grpc-message", HeaderValue::from_static(message));
+            let r = documented(r);
+            r.headers()["grpc-status"]
+                .to_str()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(
+            answer("11", "message too large"),
+            "8",
+            "OUT_OF_RANGE -> RESOURCE_EXHAUSTED"
+        );
+        assert_eq!(
+            answer("13", "failed%20to%20decode%20Protobuf%20message"),
+            "3"
+        );
+        assert_eq!(answer("13", "Error decompressing: bad gzip"), "3");
+        assert_eq!(
+            answer("13", "something else broke"),
+            "13",
+            "a real INTERNAL stays"
+        );
+        assert_eq!(answer("5", "no such task"), "5");
     }
 }

@@ -8,6 +8,7 @@
 //! Numerical Optimization, algorithm 7.4, memory 10) with a backtracking Armijo line
 //! search; stops when the largest gradient entry is below 1e-5 or after 300
 //! iterations.
+use polyhead_heads::softmax;
 use polyhead_heads::SparseRow;
 
 use crate::{Budget, Result};
@@ -72,16 +73,6 @@ impl Fit {
         softmax(&mut z);
         z
     }
-}
-
-fn softmax(z: &mut [f64]) {
-    let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let mut sum = 0.0;
-    for v in z.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    z.iter_mut().for_each(|v| *v /= sum);
 }
 
 /// One fitting problem: rows `idx` of `x`, labels `y` (indexed like `x`'s rows),

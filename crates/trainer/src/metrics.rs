@@ -51,15 +51,7 @@ fn ratio(a: f64, b: f64) -> f64 {
 
 /// Index of the largest value in each row of `probs`.
 pub fn argmax_rows(probs: &[Vec<f32>]) -> Vec<usize> {
-    probs
-        .iter()
-        .map(|p| {
-            p.iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map_or(0, |(i, _)| i)
-        })
-        .collect()
+    probs.iter().map(|p| polyhead_heads::argmax(p)).collect()
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! the baseline, metrics, and the (not yet stored) artifact.
 use std::time::Instant;
 
-use polyhead_backbone::EncoderHandle;
+use polyhead_backbone::{BackboneInfo, EncoderHandle};
 use polyhead_heads::{
     now_rfc3339, BackboneRef, Candidate, Evaluation, Head, HeadArtifact, HeadKind, Manifest,
     Metrics, Selection, FORMAT_VERSION,
@@ -229,11 +229,7 @@ pub fn train_task(
         labels: labels.clone(),
         head: fitted.kind,
         input_dim: dim,
-        backbone: BackboneRef {
-            name: info.name.clone(),
-            fingerprint: info.fingerprint.clone(),
-            dim,
-        },
+        backbone: backbone_ref(info),
         training: serde_json::to_value(&req.options).unwrap_or_default(),
         dataset_hash: req.train.hash(),
         created_at: now_rfc3339(),
@@ -397,11 +393,7 @@ pub fn predict_rows(
     artifact: &HeadArtifact,
     data: &Dataset,
 ) -> Result<(Metrics, Vec<Vec<f32>>)> {
-    artifact.check_backbone(&BackboneRef {
-        name: encoder.info().name.clone(),
-        fingerprint: encoder.info().fingerprint.clone(),
-        dim: encoder.info().dim,
-    })?;
+    artifact.check_backbone(&backbone_ref(encoder.info()))?;
     let labels = artifact.head.labels();
     let truth = data
         .examples
@@ -419,4 +411,13 @@ pub fn predict_rows(
     let probs = artifact.head.predict_batch(x.as_slice(), &data.texts())?;
     let metrics = evaluate(labels, &truth, &argmax_rows(&probs));
     Ok((metrics, probs))
+}
+
+/// What a head records of the backbone it was trained on, and is checked against.
+pub fn backbone_ref(info: &BackboneInfo) -> BackboneRef {
+    BackboneRef {
+        name: info.name.clone(),
+        fingerprint: info.fingerprint.clone(),
+        dim: info.dim,
+    }
 }

@@ -3,6 +3,7 @@
 //! not fitted on — stratified k-fold cross-validation for small sets, one held-out
 //! split for large ones, or the caller's validation set — and the winner is refitted
 //! on every example. The TF-IDF baseline is scored on the same splits.
+use polyhead_heads::argmax;
 use polyhead_heads::{Candidate, Dense, Head, HeadKind, Lexicon, Metrics, Selection, SparseRow};
 
 use crate::{
@@ -158,13 +159,6 @@ impl Scored {
         let predicted: Vec<usize> = self.probs.iter().map(|p| argmax(p)).collect();
         evaluate(labels, &truth, &predicted)
     }
-}
-
-fn argmax(p: &[f64]) -> usize {
-    p.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map_or(0, |(i, _)| i)
 }
 
 struct Context<'a> {

@@ -5,6 +5,7 @@
 //! features and as TF-IDF + `LogisticRegression()`, whose numbers
 //! bench/fewshot_fixture.py recorded next to the data in sklearn.json.
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+use polyhead_backbone::testing::model_dir;
 use std::path::PathBuf;
 
 use polyhead_backbone::{EncoderHandle, EncoderOptions};
@@ -14,14 +15,6 @@ fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/fewshot")
         .join(name)
-}
-
-fn model_dir() -> PathBuf {
-    std::env::var_os("POLYHEAD_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2")
-        })
 }
 
 #[test]

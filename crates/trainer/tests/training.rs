@@ -1,7 +1,7 @@
 //! Training behaviour: determinism, error cases, cache reuse, end to end on the real
 //! backbone with a small dataset.
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
-use std::path::PathBuf;
+use polyhead_backbone::testing::model_dir;
 
 use polyhead_backbone::{EncoderHandle, EncoderOptions};
 use polyhead_trainer::{
@@ -88,14 +88,6 @@ fn learns_separable_blobs() {
         usize::from(p[1] > p[0]) == c
     });
     assert!(correct.count() >= 19);
-}
-
-fn model_dir() -> PathBuf {
-    std::env::var_os("POLYHEAD_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2")
-        })
 }
 
 fn pairs(rows: &[(&str, &str)]) -> Dataset {

@@ -317,16 +317,13 @@ impl HeadStore for FsHeadStore {
                 .pointer(task)?
                 .ok_or_else(|| Error::TaskNotFound(task.to_owned()))?;
             let stored = self.versions(task)?;
-            // Skip history entries whose version has since been removed.
-            while let Some(prev) = pointer.previous.pop() {
-                if stored.contains(&prev) && prev != pointer.version {
-                    self.loadable(task, prev)?;
-                    pointer.version = prev;
-                    self.write_pointer(task, &pointer)?;
-                    return Ok(prev);
-                }
-            }
-            Err(Error::NothingToRollBack(task.to_owned()))
+            let prev = pointer
+                .rollback_target(&stored)
+                .ok_or_else(|| Error::NothingToRollBack(task.to_owned()))?;
+            self.loadable(task, prev)?;
+            pointer.version = prev;
+            self.write_pointer(task, &pointer)?;
+            Ok(prev)
         })
     }
 

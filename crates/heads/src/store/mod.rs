@@ -47,6 +47,18 @@ impl ActiveHistory {
         self.version = version;
         self
     }
+
+    /// Where a rollback goes: the newest earlier version still `stored`, taken off
+    /// the history (entries whose version has since been removed are dropped on the
+    /// way). The caller checks it loads, then sets `version` to it and saves.
+    pub fn rollback_target(&mut self, stored: &[u64]) -> Option<u64> {
+        while let Some(prev) = self.previous.pop() {
+            if stored.contains(&prev) && prev != self.version {
+                return Some(prev);
+            }
+        }
+        None
+    }
 }
 
 /// One stored version's two files, byte for byte as written.
@@ -189,24 +201,85 @@ pub(crate) fn check_loadable(
     }
 }
 
-/// Opens the store `url` names: `postgres://` or `postgresql://` is PostgreSQL (the
-/// schema is migrated on open); `file://PATH` or any other string is a folder.
-/// With `backbone`, activations of versions made for another backbone are refused.
-pub fn open_store(url: &str, backbone: Option<BackboneRef>) -> Result<Box<dyn HeadStore>> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(Box::new(PgHeadStore::open(url, backbone)?));
-    }
-    let path = url.strip_prefix("file://").unwrap_or(url);
-    let store = FsHeadStore::open(path)?;
-    Ok(Box::new(match backbone {
-        Some(b) => store.with_backbone(b),
-        None => store,
-    }))
+/// Where heads are stored, parsed once from `store.url`: `postgres://` or
+/// `postgresql://` is PostgreSQL (shared by replicas); `file://PATH` or any other
+/// string is a folder. Displayed with any password hidden.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(from = "String", into = "String")]
+pub enum StoreUrl {
+    /// A folder: `<folder>/<task>/<version>/...`.
+    Folder(std::path::PathBuf),
+    /// A PostgreSQL connection URL.
+    Postgres(String),
 }
 
-/// Whether `url` names a PostgreSQL store.
-pub fn is_postgres_url(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
+impl StoreUrl {
+    /// Reads `url` (any string names a store).
+    pub fn parse(url: &str) -> StoreUrl {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            StoreUrl::Postgres(url.to_owned())
+        } else {
+            StoreUrl::Folder(url.strip_prefix("file://").unwrap_or(url).into())
+        }
+    }
+
+    /// The folder, for a folder store.
+    pub fn folder(&self) -> Option<&std::path::Path> {
+        match self {
+            StoreUrl::Folder(p) => Some(p),
+            StoreUrl::Postgres(_) => None,
+        }
+    }
+
+    /// Whether other processes share it (a database: reachable later, pushed changes).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, StoreUrl::Postgres(_))
+    }
+
+    /// Opens it (a folder that does not exist yet is created; the database schema is
+    /// migrated). With `backbone`, activations of versions made for another backbone
+    /// are refused.
+    pub fn open(&self, backbone: Option<BackboneRef>) -> Result<Box<dyn HeadStore>> {
+        match self {
+            StoreUrl::Postgres(url) => Ok(Box::new(PgHeadStore::open(url, backbone)?)),
+            StoreUrl::Folder(path) => {
+                let store = FsHeadStore::open(path)?;
+                Ok(Box::new(match backbone {
+                    Some(b) => store.with_backbone(b),
+                    None => store,
+                }))
+            }
+        }
+    }
+}
+
+impl From<String> for StoreUrl {
+    fn from(url: String) -> StoreUrl {
+        StoreUrl::parse(&url)
+    }
+}
+
+impl From<StoreUrl> for String {
+    fn from(url: StoreUrl) -> String {
+        match url {
+            StoreUrl::Folder(p) => p.to_string_lossy().into_owned(),
+            StoreUrl::Postgres(u) => u,
+        }
+    }
+}
+
+impl std::fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Folder(p) => write!(f, "{}", p.display()),
+            StoreUrl::Postgres(u) => f.write_str(&postgres::redact(u)),
+        }
+    }
+}
+
+/// Opens the store `url` names ([`StoreUrl::parse`], then [`StoreUrl::open`]).
+pub fn open_store(url: &str, backbone: Option<BackboneRef>) -> Result<Box<dyn HeadStore>> {
+    StoreUrl::parse(url).open(backbone)
 }
 
 /// What [`copy_store`] did.
@@ -238,4 +311,30 @@ pub fn copy_store(from: &dyn HeadStore, to: &dyn HeadStore) -> Result<CopyReport
         report.tasks += 1;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::StoreUrl;
+
+    #[test]
+    fn a_store_url_is_parsed_once_into_what_it_names() {
+        assert_eq!(StoreUrl::parse("store"), StoreUrl::Folder("store".into()));
+        assert_eq!(
+            StoreUrl::parse("file:///var/heads"),
+            StoreUrl::Folder("/var/heads".into())
+        );
+        for db in ["postgres://app:pw@db/heads", "postgresql://db/heads"] {
+            let url = StoreUrl::parse(db);
+            assert!(url.is_shared() && url.folder().is_none(), "{db}");
+        }
+        assert!(
+            !StoreUrl::parse("postgres-backups/").is_shared(),
+            "a folder named so"
+        );
+        // Shown without the password; given back to configuration as written.
+        let db = StoreUrl::parse("postgres://app:s3cret@db:5432/heads");
+        assert_eq!(db.to_string(), "postgres://app:***@db:5432/heads");
+        assert_eq!(String::from(db), "postgres://app:s3cret@db:5432/heads");
+    }
 }

@@ -228,7 +228,7 @@ async fn run_infer(
         let live = api
             .engine
             .get()
-            .and_then(|e| e.registry.get(&model))
+            .and_then(|e| e.heads().registry().get(&model))
             .map(|h| h.manifest.version);
         if live.is_none() || v.parse::<u64>().ok() != live {
             let (t, _) = task_info(&api, &parts, model.clone()).await?;

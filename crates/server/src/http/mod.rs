@@ -364,14 +364,14 @@ mod tests {
     async fn the_router_serves_exactly_the_listed_routes() {
         use tower::ServiceExt;
         let engine: ReadyEngine = Default::default();
-        let limits = crate::inference::CallLimits {
+        let limits = crate::ledger::CallLimits {
             timeout: Duration::from_secs(5),
             max_message_bytes: 1 << 20,
         };
         let app = router(
             engine.clone(),
             InferenceService::new(engine, limits),
-            BearerAuth::new("", false),
+            BearerAuth::new(None, false),
             1 << 20,
         );
         let send = |method: &str, path: &str| {

@@ -80,7 +80,7 @@ pub(super) async fn embeddings(
     }
     // Usage: the tokens the backbone read (after truncation, special tokens included).
     let engine = ready(&api.engine).map_err(tonic::Status::from)?;
-    let encoder = engine.encoder.clone();
+    let encoder = engine.inference().encoder().clone();
     let tokens: usize = tokio::task::spawn_blocking(move || encoder.tokenize(&texts))
         .await
         .map_err(|e| ApiError::new(Code::Internal, e.to_string()))?

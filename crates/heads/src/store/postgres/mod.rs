@@ -65,7 +65,7 @@ impl Drop for PgHeadStore {
 }
 
 /// `url` with its password replaced by `***`, for logs.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -340,19 +340,16 @@ impl HeadStore for PgHeadStore {
             if stored.is_empty() {
                 return Err(Error::TaskNotFound(task));
             }
-            // Skip history entries whose version has since been removed.
-            while let Some(prev) = history.previous.pop() {
-                if stored.contains(&prev) && prev != history.version {
-                    let bytes = read_version(&mut *tx, &task, prev).await;
-                    check_loadable(bytes, backbone.as_ref(), &task, prev)?;
-                    history.version = prev;
-                    set_history(&mut tx, &task, &history).await?;
-                    notify(&mut tx, &task).await?;
-                    tx.commit().await.map_err(db)?;
-                    return Ok(prev);
-                }
-            }
-            Err(Error::NothingToRollBack(task))
+            let Some(prev) = history.rollback_target(&stored) else {
+                return Err(Error::NothingToRollBack(task));
+            };
+            let bytes = read_version(&mut *tx, &task, prev).await;
+            check_loadable(bytes, backbone.as_ref(), &task, prev)?;
+            history.version = prev;
+            set_history(&mut tx, &task, &history).await?;
+            notify(&mut tx, &task).await?;
+            tx.commit().await.map_err(db)?;
+            Ok(prev)
         })
     }
 

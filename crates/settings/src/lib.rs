@@ -1,6 +1,7 @@
 //! polyhead's configuration, in layers (later wins): compiled-in defaults
 //! (`defaults.toml`) -> optional TOML file -> `POLYHEAD__SECTION__KEY` environment
 //! variables -> command-line overrides. Validated once, with errors that name the key.
+#![deny(missing_docs)]
 use std::{net::SocketAddr, path::PathBuf};
 
 use config::{Config, Environment, File, FileFormat};
@@ -34,12 +35,15 @@ pub struct BackboneSettings {
     pub model_dir: PathBuf,
     /// `auto`, `torch`, `onnxruntime` or `openvino`.
     pub backend: Backend,
-    /// Folder of the ONNX export; empty = `<model_dir>-onnx`.
-    pub onnx_dir: PathBuf,
-    /// ONNX Runtime's library; empty = `$ORT_DYLIB_PATH`, else the one in `onnx_dir`.
-    pub onnxruntime_lib: PathBuf,
-    /// OpenVINO's C library; empty = the one in `onnx_dir`.
-    pub openvino_lib: PathBuf,
+    /// Folder of the ONNX export; unset (`""`) = `<model_dir>-onnx`.
+    #[serde(with = "empty_is_none")]
+    pub onnx_dir: Option<PathBuf>,
+    /// ONNX Runtime's library; unset = `$ORT_DYLIB_PATH`, else the one in `onnx_dir`.
+    #[serde(with = "empty_is_none")]
+    pub onnxruntime_lib: Option<PathBuf>,
+    /// OpenVINO's C library; unset = the one in `onnx_dir`.
+    #[serde(with = "empty_is_none")]
+    pub openvino_lib: Option<PathBuf>,
     /// `cpu`, `cuda`, `cuda:N`.
     pub device: Device,
     /// `auto`, `f32`, `bf16` or `int8`.
@@ -59,7 +63,7 @@ pub struct BackboneSettings {
 pub struct StoreSettings {
     /// Where heads are stored: a folder path (or `file://PATH`), or a PostgreSQL URL
     /// (`postgres://user:password@host:5432/db`) shared by many replicas.
-    pub url: String,
+    pub url: polyhead_heads::StoreUrl,
     /// How often the store watcher re-reads the active pointers (a PostgreSQL store
     /// also pushes changes at once; then this is only the fallback).
     pub poll_ms: u64,
@@ -72,7 +76,8 @@ pub struct TrainSettings {
     /// Head kind of a TrainHead that names none: auto, linear, hybrid or mlp.
     pub head: polyhead_trainer::HeadChoice,
     /// Feature cache folder.
-    pub feature_cache_dir: PathBuf,
+    #[serde(with = "empty_is_none")]
+    pub feature_cache_dir: Option<PathBuf>,
     /// Most examples (training + validation) in one TrainHead request.
     pub max_examples: usize,
     /// Most distinct labels of a head trained by TrainHead.
@@ -113,7 +118,8 @@ pub struct ServerSettings {
     pub max_text_bytes: usize,
     /// Largest gRPC message.
     pub max_message_bytes: usize,
-    /// Token budget of one batch.
+    /// Token budget of one batch: the tokens its forward passes compute, padding
+    /// included.
     pub max_batch_tokens: usize,
     /// Most tokens (after truncation) one request may send to the backbone.
     pub max_request_tokens: usize,
@@ -125,10 +131,12 @@ pub struct ServerSettings {
     pub request_timeout_ms: u64,
     /// Embedding cache bytes.
     pub cache_bytes: usize,
-    /// TLS certificate (PEM), empty = plaintext.
-    pub tls_cert: String,
+    /// TLS certificate (PEM); unset (`""`) = plaintext.
+    #[serde(with = "empty_is_none")]
+    pub tls_cert: Option<PathBuf>,
     /// TLS key (PEM).
-    pub tls_key: String,
+    #[serde(with = "empty_is_none")]
+    pub tls_key: Option<PathBuf>,
     /// Most open client connections (also capped by the process's file limit).
     pub max_connections: usize,
     /// A connection must send its first bytes (HTTP/2 preface, TLS hello) and finish
@@ -150,8 +158,10 @@ pub struct ServerSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
-    /// Bearer token of the Registry service.
-    pub token: String,
+    /// Bearer token of the Registry service; unset (`""`) = the admin API refuses
+    /// every call.
+    #[serde(with = "empty_is_none")]
+    pub token: Option<String>,
 }
 
 /// How log lines are written.
@@ -264,7 +274,7 @@ impl Settings {
                 return invalid(key, "must be at least 1".into());
             }
         }
-        if self.server.tls_cert.is_empty() != self.server.tls_key.is_empty() {
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return invalid(
                 "server.tls_cert",
                 "set both tls_cert and tls_key, or neither".into(),
@@ -277,15 +287,10 @@ impl Settings {
     /// `<store folder>/.feature-cache`, or (database store) `polyhead-feature-cache`
     /// in the system's temp folder.
     pub fn feature_cache_dir(&self) -> PathBuf {
-        if self.train.feature_cache_dir.as_os_str().is_empty() {
-            let url = &self.store.url;
-            if polyhead_heads::is_postgres_url(url) {
-                std::env::temp_dir().join("polyhead-feature-cache")
-            } else {
-                PathBuf::from(url.strip_prefix("file://").unwrap_or(url)).join(".feature-cache")
-            }
-        } else {
-            self.train.feature_cache_dir.clone()
+        match (&self.train.feature_cache_dir, self.store.url.folder()) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(folder)) => folder.join(".feature-cache"),
+            (None, None) => std::env::temp_dir().join("polyhead-feature-cache"),
         }
     }
 
@@ -302,11 +307,10 @@ impl Settings {
     /// Encoder options from `[backbone]`.
     pub fn encoder_options(&self) -> EncoderOptions {
         let mut o = EncoderOptions::default();
-        let path = |p: &PathBuf| (!p.as_os_str().is_empty()).then(|| p.clone());
         o.backend(self.backbone.backend)
-            .onnx_dir(path(&self.backbone.onnx_dir))
-            .onnxruntime_lib(path(&self.backbone.onnxruntime_lib))
-            .openvino_lib(path(&self.backbone.openvino_lib))
+            .onnx_dir(self.backbone.onnx_dir.clone())
+            .onnxruntime_lib(self.backbone.onnxruntime_lib.clone())
+            .openvino_lib(self.backbone.openvino_lib.clone())
             .device(self.backbone.device)
             .dtype(self.backbone.dtype)
             .threads(self.backbone.threads)
@@ -319,8 +323,8 @@ impl Settings {
     /// admin token masked.
     pub fn to_redacted_json(&self) -> String {
         let mut s = self.clone();
-        if !s.admin.token.is_empty() {
-            s.admin.token = "<set>".into();
+        if s.admin.token.is_some() {
+            s.admin.token = Some("<set>".into());
         }
         serde_json::to_string_pretty(&s).unwrap_or_default()
     }
@@ -329,8 +333,7 @@ impl Settings {
     /// admin token is left out (said in a comment).
     pub fn to_redacted_toml(&self) -> String {
         let mut s = self.clone();
-        let token_set = !s.admin.token.is_empty();
-        s.admin.token.clear();
+        let token_set = s.admin.token.take().is_some();
         let body = toml::to_string_pretty(&s).unwrap_or_default();
         let mut out = String::from(
             "# polyhead's effective configuration (polyhead serve --print-config); \
@@ -426,5 +429,33 @@ mod optional_addr {
                 serde::de::Error::custom(format!("{a:?} is not HOST:PORT ({e}); \"\" turns it off"))
             }),
         }
+    }
+}
+
+/// A setting that may be unset: `""` in TOML or the environment is `None`, and
+/// `None` is written back as `""`.
+mod empty_is_none {
+    use std::ffi::OsStr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S, T>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error>
+    where
+        S: Serializer,
+        T: AsRef<OsStr>,
+    {
+        match v {
+            Some(v) => s.serialize_str(&v.as_ref().to_string_lossy()),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: From<String>,
+    {
+        let v = String::deserialize(d)?;
+        Ok((!v.is_empty()).then(|| T::from(v)))
     }
 }

@@ -1,4 +1,4 @@
-//! The `openvino` backend: the transformer as OpenVINO IR (converted from the unfused
+//! The `openvino` runtime: the transformer as OpenVINO IR (converted from the unfused
 //! ONNX graph by `scripts/export_onnx.py`), compiled for OpenVINO's CPU plugin. Its
 //! inference precision follows the dtype: f32, or bf16 where the CPU runs bf16
 //! natively (AMX, AVX512-BF16), which is OpenVINO's own default there. The C library
@@ -14,13 +14,51 @@ use openvino::{
     Tensor,
 };
 
-use crate::{
-    onnx::{library, read_meta, FIX},
-    Dtype, Error, Result,
+use super::{
+    export::{library, missing, read_meta, FIX},
+    LoadRequest, Runtime, RuntimeSpec, TokenBatch,
+};
+use crate::{Dtype, Error, Result};
+
+const NAME: &str = "openvino";
+
+/// The registration.
+pub(crate) static SPEC: RuntimeSpec = RuntimeSpec {
+    name: NAME,
+    aliases: &["ov"],
+    dtypes: &[Dtype::F32, Dtype::Bf16],
+    cuda: false,
+    auto_on_cpu: &[Dtype::Bf16],
+    load,
 };
 
+fn fail(message: String) -> Error {
+    Error::Runtime {
+        runtime: NAME,
+        message,
+    }
+}
+
 fn err(what: &str) -> impl Fn(openvino::InferenceError) -> Error + '_ {
-    move |e| Error::OpenVino(format!("{what}: {e}"))
+    move |e| fail(format!("{what}: {e}"))
+}
+
+/// Finds and checks the IR and the library, and compiles the model for the CPU.
+fn load(request: &LoadRequest<'_>) -> Result<Box<dyn Runtime>> {
+    let export = locate(
+        &request.export_dir(),
+        request.options.openvino_lib.as_deref(),
+        request.weights,
+    )?;
+    let model = OvModel::load(&export, request.dtype, request.threads, request.hidden())?;
+    if model.precision != request.dtype {
+        tracing::warn!(
+            asked = %request.dtype,
+            running = %model.precision,
+            "OpenVINO runs another precision on this CPU (bf16 needs AMX or AVX512-BF16)"
+        );
+    }
+    Ok(Box::new(model))
 }
 
 /// The C library can be loaded once per process: the first load wins, and a later
@@ -35,18 +73,18 @@ fn load_library(lib: &Path) -> Result<()> {
     });
     match loaded {
         Ok(first) if first == lib => Ok(()),
-        Ok(first) => Err(Error::OpenVino(format!(
+        Ok(first) => Err(fail(format!(
             "this process already loaded OpenVINO from {}; cannot also load {}",
             first.display(),
             lib.display()
         ))),
-        Err(e) => Err(Error::OpenVino(e.clone())),
+        Err(e) => Err(fail(e.clone())),
     }
 }
 
 /// The IR and the library, found and checked by [`locate`].
 #[derive(Debug, Clone)]
-pub(crate) struct OvExport {
+struct OvExport {
     xml: PathBuf,
     lib: PathBuf,
 }
@@ -54,38 +92,36 @@ pub(crate) struct OvExport {
 /// Finds the OpenVINO IR (`.xml`, its weights in the `.bin` beside it) of the export
 /// in `dir` and the C library (`lib`, else `libopenvino_c.so` in `dir`), and checks
 /// that the export was made from exactly `weights`. Every failure says what to run.
-pub(crate) fn locate(dir: &Path, lib: Option<&Path>, weights: &[u8]) -> Result<OvExport> {
-    // The export checks are shared with ONNX Runtime; their errors are OpenVINO's here.
-    let as_openvino = |e: Error| match e {
-        Error::Onnx(m) => Error::OpenVino(m),
-        e => e,
-    };
-    let meta = read_meta(dir, weights).map_err(as_openvino)?;
+fn locate(dir: &Path, lib: Option<&Path>, weights: &[u8]) -> Result<OvExport> {
+    let meta = read_meta(NAME, dir, weights)?;
     let Some(file) = meta.files.openvino else {
-        return Err(Error::OpenVino(format!(
-            "{} has no OpenVINO IR (an export older than the openvino backend); {FIX}",
-            dir.display()
-        )));
+        return Err(missing(
+            NAME,
+            format!(
+                "{} has no OpenVINO IR (an export older than the openvino backend); {FIX}",
+                dir.display()
+            ),
+        ));
     };
     let xml = dir.join(file);
     if !xml.is_file() || !xml.with_extension("bin").is_file() {
-        return Err(Error::OpenVino(format!(
-            "{} is missing; {FIX}",
-            xml.display()
-        )));
+        return Err(missing(
+            NAME,
+            format!("{} is missing; {FIX}", xml.display()),
+        ));
     }
     let lib = library(
+        NAME,
         lib,
         None,
         dir.join("libopenvino_c.so"),
         "OpenVINO C (set backbone.openvino_lib)",
-    )
-    .map_err(as_openvino)?;
+    )?;
     Ok(OvExport { xml, lib })
 }
 
 /// One compiled model and its (reused) inference request.
-pub(crate) struct OvModel {
+struct OvModel {
     // `infer` needs `&mut`; the encoder is owned by one thread, so the lock is never
     // contended.
     request: Mutex<InferRequest>,
@@ -94,29 +130,20 @@ pub(crate) struct OvModel {
     _core: Core,
     hidden: usize,
     /// The precision OpenVINO compiled for (`f32` or `bf16`), read back from it.
-    pub(crate) precision: Dtype,
+    precision: Dtype,
 }
 
 impl OvModel {
     /// Compiles `export` for the CPU with `threads` threads in one stream, at
     /// `dtype`'s precision (f32 or bf16).
-    pub(crate) fn load(
-        export: &OvExport,
-        dtype: Dtype,
-        threads: usize,
-        hidden: usize,
-    ) -> Result<OvModel> {
+    fn load(export: &OvExport, dtype: Dtype, threads: usize, hidden: usize) -> Result<OvModel> {
         let hint = match dtype {
             Dtype::F32 => "f32",
             Dtype::Bf16 => "bf16",
-            other => {
-                return Err(Error::InvalidOption(format!(
-                    "the openvino backend runs f32 or bf16, not {other}"
-                )))
-            }
+            other => return Err(fail(format!("asked to run {other}, not f32 or bf16"))),
         };
         load_library(&export.lib)?;
-        let mut core = Core::new().map_err(|e| Error::OpenVino(format!("core: {e}")))?;
+        let mut core = Core::new().map_err(|e| fail(format!("core: {e}")))?;
         let cpu = DeviceType::CPU;
         let threads = threads.to_string();
         for (key, value) in [
@@ -145,7 +172,7 @@ impl OvModel {
             "bf16" => Dtype::Bf16,
             "f32" => Dtype::F32,
             other => {
-                return Err(Error::OpenVino(format!(
+                return Err(fail(format!(
                     "compiled for precision {other:?}, expected f32 or bf16"
                 )))
             }
@@ -161,16 +188,15 @@ impl OvModel {
             precision,
         })
     }
+}
 
-    /// Runs a (rows x cols) batch: returns the last hidden states, row-major
-    /// (rows x cols x hidden), f32.
-    pub(crate) fn hidden_states(
-        &self,
-        input: &[i64],
-        mask: &[i64],
-        rows: usize,
-        cols: usize,
-    ) -> Result<Vec<f32>> {
+impl Runtime for OvModel {
+    fn dtype(&self) -> Dtype {
+        self.precision
+    }
+
+    fn forward(&self, batch: &TokenBatch) -> Result<Vec<f32>> {
+        let (input, mask, rows, cols) = (&batch.ids, &batch.mask, batch.rows, batch.cols);
         let shape = Shape::new(&[rows as i64, cols as i64]).map_err(err("shape"))?;
         let tensor = |data: &[i64]| -> Result<Tensor> {
             let mut t = Tensor::new(ElementType::I64, &shape).map_err(err("tensor"))?;
@@ -183,7 +209,7 @@ impl OvModel {
         let mut request = self
             .request
             .lock()
-            .map_err(|_| Error::OpenVino("request lock poisoned".into()))?;
+            .map_err(|_| fail("request lock poisoned".into()))?;
         request
             .set_tensor("input_ids", &ids)
             .map_err(err("input_ids"))?;
@@ -197,7 +223,7 @@ impl OvModel {
         let out_shape = out.get_shape().map_err(err("output shape"))?;
         let want = [rows as i64, cols as i64, self.hidden as i64];
         if out_shape.get_dimensions() != want {
-            return Err(Error::OpenVino(format!(
+            return Err(fail(format!(
                 "the model returned shape {:?}, expected {want:?}",
                 out_shape.get_dimensions()
             )));

@@ -1,6 +1,7 @@
-//! The call ledger: a tower layer every call passes, so each one is counted in
-//! `polyhead_requests_total` and written to the access log exactly once, however it
-//! ends. Handlers record their own calls (with the task and head version, see
+//! The call ledger: the one place a call is accounted. A tower layer every call
+//! passes, so each one is counted in `polyhead_requests_total` and written to the
+//! access log (and an admin change to the audit log) exactly once, however it ends,
+//! with its status code as documented (`status::documented`). Handlers record their own calls (with the task and head version, see
 //! `inference::observe`); the ledger records the rest: calls refused before a handler
 //! ran (a missing or wrong token, an undecodable frame), calls ended by tonic's own
 //! `grpc-timeout` timer or by the client going away, streaming calls (TrainHead) and
@@ -29,6 +30,10 @@ use crate::{
     conn::{conn_info, ConnCall, ResponseBytes},
     logs::{CallInfo, Recorded},
 };
+
+mod call;
+
+pub(crate) use call::{observe, parse_grpc_timeout, CallLimits};
 
 /// The RPCs served, as label values (a client's path must not become one).
 const RPCS: [&str; 16] = [
@@ -141,7 +146,7 @@ where
             .headers()
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
-            .and_then(crate::inference::parse_grpc_timeout)
+            .and_then(parse_grpc_timeout)
             .map(|t| Instant::now() + t);
         let entry = Entry {
             info: CallInfo::of_http(rpc_of(request.uri().path()), &request),
@@ -184,7 +189,7 @@ where
             return Poll::Ready(result);
         };
         let response = match result {
-            Ok(r) => r,
+            Ok(r) => crate::status::documented(r),
             Err(e) => {
                 entry.record(Code::Internal);
                 return Poll::Ready(Err(e));

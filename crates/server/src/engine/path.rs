@@ -1,0 +1,204 @@
+//! The inference path: admission, request limits, the embedding cache, the
+//! tokenizer pool and the batcher in front of the model thread, and applying a head.
+//! Its state is private; services call its methods.
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use metrics::{counter, histogram};
+use polyhead_backbone::{BackboneInfo, EncoderHandle};
+use polyhead_heads::HeadArtifact;
+use polyhead_settings::ServerSettings;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::{check_texts, top_k_of, Classified, Prediction};
+use crate::{
+    batcher::{BatchLimits, Batcher},
+    cache::EmbeddingCache,
+    metrics as m, ServerError,
+};
+
+/// See the module doc.
+#[derive(Debug)]
+pub(crate) struct InferencePath {
+    encoder: EncoderHandle,
+    batcher: Batcher,
+    cache: EmbeddingCache,
+    in_flight: Arc<Semaphore>,
+    tokenizers: Arc<Semaphore>,
+    limits: ServerSettings,
+}
+
+impl InferencePath {
+    /// Starts the batcher for `encoder` (on the current tokio runtime) under the
+    /// `[server]` limits.
+    pub fn new(encoder: EncoderHandle, limits: &ServerSettings) -> InferencePath {
+        let batch = BatchLimits {
+            max_tokens: limits.max_batch_tokens,
+            max_wait: Duration::from_millis(limits.max_wait_ms),
+        };
+        let workers = match limits.tokenize_workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        InferencePath {
+            batcher: Batcher::spawn(encoder.clone(), batch),
+            cache: EmbeddingCache::new(&encoder.info().fingerprint, limits.cache_bytes),
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            tokenizers: Arc::new(Semaphore::new(workers)),
+            limits: limits.clone(),
+            encoder,
+        }
+    }
+
+    /// The backbone description.
+    pub fn info(&self) -> &BackboneInfo {
+        self.encoder.info()
+    }
+
+    /// The model thread (training and token counting use it directly).
+    pub fn encoder(&self) -> &EncoderHandle {
+        &self.encoder
+    }
+
+    /// Admits a request or refuses it at once with RESOURCE_EXHAUSTED.
+    pub fn admit(&self) -> Result<OwnedSemaphorePermit, ServerError> {
+        self.in_flight.clone().try_acquire_owned().map_err(|_| {
+            counter!(m::SHED).increment(1);
+            ServerError::ResourceExhausted(format!(
+                "server busy: {} requests in flight (server.max_in_flight)",
+                self.limits.max_in_flight
+            ))
+        })
+    }
+
+    /// Checks the texts of a request against the configured limits.
+    pub fn validate_texts(&self, texts: &[String]) -> Result<(), ServerError> {
+        check_texts(&self.limits, texts)
+    }
+
+    /// Refuses an answer of more than `server.max_scores_per_response` label scores.
+    pub fn check_scores(&self, scores: usize) -> Result<(), ServerError> {
+        let max = self.limits.max_scores_per_response;
+        if scores > max {
+            return Err(ServerError::InvalidArgument(format!(
+                "the answer would hold {scores} label scores; the limit is {max} \
+                 (server.max_scores_per_response): send fewer texts or tasks, or set top_k"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Embeddings of `texts` in order: cache hits are free; the misses (deduplicated)
+    /// are tokenized on the tokenizer pool (never on the async runtime: a long text
+    /// would stall every request on that thread) and go through the batcher in one item.
+    pub async fn features(
+        &self,
+        texts: &[String],
+        deadline: Instant,
+    ) -> Result<Vec<Arc<[f32]>>, ServerError> {
+        let keys: Vec<_> = texts.iter().map(|t| self.cache.key(t)).collect();
+        let mut out: Vec<Option<Arc<[f32]>>> = keys.iter().map(|k| self.cache.get(k)).collect();
+        let hits = out.iter().filter(|o| o.is_some()).count();
+        let mut unique: Vec<usize> = Vec::new();
+        let mut slot_of = HashMap::new();
+        for (i, o) in out.iter().enumerate() {
+            if o.is_none() {
+                slot_of.entry(keys[i]).or_insert_with(|| {
+                    unique.push(i);
+                    unique.len() - 1
+                });
+            }
+        }
+        counter!(m::CACHE_HITS).increment(hits as u64);
+        counter!(m::CACHE_MISSES).increment((texts.len() - hits) as u64);
+        if !unique.is_empty() {
+            let miss_texts: Vec<String> = unique.iter().map(|&i| texts[i].clone()).collect();
+            // Announced before tokenizing, so a batch forming meanwhile waits for it.
+            let _on_the_way = self.batcher.on_the_way();
+            let started = Instant::now();
+            let ids = self.tokenize(miss_texts).await?;
+            histogram!(m::TOKENIZE).record(started.elapsed().as_secs_f64());
+            let tokens: usize = ids.iter().map(Vec::len).sum();
+            let max = self.limits.max_request_tokens;
+            if tokens > max {
+                return Err(ServerError::InvalidArgument(format!(
+                    "the texts hold {tokens} tokens after truncation; the limit is {max} \
+                     (server.max_request_tokens): send fewer or shorter texts per request"
+                )));
+            }
+            let started = Instant::now();
+            let emb = self.batcher.embed(ids, deadline).await?;
+            histogram!(m::EMBED).record(started.elapsed().as_secs_f64());
+            let rows: Vec<Arc<[f32]>> = emb.rows().map(Arc::from).collect();
+            for (slot, &i) in unique.iter().enumerate() {
+                self.cache.put(keys[i], rows[slot].clone());
+            }
+            for (i, o) in out.iter_mut().enumerate() {
+                if o.is_none() {
+                    *o = Some(rows[slot_of[&keys[i]]].clone());
+                }
+            }
+        }
+        out.into_iter()
+            .map(|o| o.ok_or_else(|| ServerError::Internal("embedding missing after batch".into())))
+            .collect()
+    }
+
+    /// Token ids on a blocking thread, at most `server.tokenize_workers` at once.
+    async fn tokenize(&self, texts: Vec<String>) -> Result<Vec<Vec<u32>>, ServerError> {
+        let _worker = self
+            .tokenizers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ServerError::Unavailable("tokenizer pool closed".into()))?;
+        let encoder = self.encoder.clone();
+        tokio::task::spawn_blocking(move || encoder.tokenize(&texts))
+            .await
+            .map_err(|e| ServerError::Internal(format!("tokenizer thread: {e}")))?
+            .map_err(ServerError::from)
+    }
+
+    /// Applies a head snapshot to features (and, for hybrid heads, the texts):
+    /// probabilities, best label, top-k scores.
+    pub fn classify_with(
+        head: &HeadArtifact,
+        features: &[Arc<[f32]>],
+        texts: &[String],
+        top_k: u32,
+    ) -> Result<Classified, ServerError> {
+        let started = Instant::now();
+        let labels = head.head.labels();
+        let k = top_k_of(head, top_k);
+        let predictions = features
+            .iter()
+            .zip(texts)
+            .map(|(f, text)| {
+                let p = head.head.predict(f, text)?;
+                let mut order: Vec<usize> = (0..p.len()).collect();
+                order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+                Ok(Prediction {
+                    label: labels[order[0]].clone(),
+                    score: p[order[0]],
+                    scores: order[..k]
+                        .iter()
+                        .map(|&i| (labels[i].clone(), p[i]))
+                        .collect(),
+                })
+            })
+            .collect::<Result<Vec<_>, ServerError>>()?;
+        histogram!(m::HEAD, "kind" => head.manifest.head.name())
+            .record(started.elapsed().as_secs_f64());
+        // Per task, whichever RPC asked (ClassifyMulti's calls are labelled `multi`).
+        counter!(m::TASK_TEXTS, "task" => head.manifest.task.clone())
+            .increment(predictions.len() as u64);
+        Ok(Classified {
+            task: head.manifest.task.clone(),
+            version: head.manifest.version,
+            predictions,
+        })
+    }
+}
