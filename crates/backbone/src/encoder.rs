@@ -10,8 +10,23 @@ use crate::{
     pool::pool,
     runtime::{self, LoadRequest, Runtime, TokenBatch},
     tokenize::{load_tokenizer, token_ids},
-    BackboneInfo, BatchPolicy, EncoderOptions, Error, Result,
+    BackboneInfo, BatchPolicy, Encoded, EncoderOptions, Error, Input, Result,
 };
+
+/// `inputs` prepared for the runtime with `tokenizer` (shared by the encoder and the
+/// handle, which tokenizes on its caller's thread).
+pub(crate) fn encode(tokenizer: &Tokenizer, inputs: &[Input]) -> Result<Vec<Encoded>> {
+    let texts: Vec<&str> = inputs
+        .iter()
+        .map(|i| match i {
+            Input::Text(t) => t.as_str(),
+        })
+        .collect();
+    Ok(token_ids(tokenizer, &texts)?
+        .into_iter()
+        .map(Encoded::Tokens)
+        .collect())
+}
 
 /// A batch of embeddings, one row per input text, in input order.
 #[derive(Debug, Clone, PartialEq)]
@@ -148,16 +163,25 @@ impl Encoder {
         token_ids(&self.tokenizer, texts)
     }
 
-    /// Embeds `texts` in the passes the batch policy plans; rows in input order.
-    pub fn embed(&self, texts: &[impl AsRef<str>]) -> Result<Embeddings> {
-        let ids = self.tokenize(texts)?;
-        self.embed_ids(&ids)
+    /// Prepares `inputs` for the runtime (tokenizes texts).
+    pub fn encode(&self, inputs: &[Input]) -> Result<Vec<Encoded>> {
+        encode(&self.tokenizer, inputs)
     }
 
-    /// Embeds pre-tokenized inputs (from [`Encoder::tokenize`]), rows in input order.
-    pub fn embed_ids(&self, ids: &[Vec<u32>]) -> Result<Embeddings> {
-        let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
-        self.embed_passes(ids, &self.policy.passes(&lens), &mut || {})
+    /// Embeds `texts` in the passes the batch policy plans; rows in input order.
+    pub fn embed(&self, texts: &[impl AsRef<str>]) -> Result<Embeddings> {
+        let encoded = self
+            .tokenize(texts)?
+            .into_iter()
+            .map(Encoded::Tokens)
+            .collect::<Vec<_>>();
+        self.embed_encoded(&encoded)
+    }
+
+    /// Embeds prepared inputs (from [`Encoder::encode`]), rows in input order.
+    pub fn embed_encoded(&self, encoded: &[Encoded]) -> Result<Embeddings> {
+        let lens: Vec<usize> = encoded.iter().map(Encoded::len).collect();
+        self.embed_passes(encoded, &self.policy.passes(&lens), &mut || {})
     }
 
     /// Embeds `ids` in exactly the given `passes` (from this encoder's
@@ -165,7 +189,7 @@ impl Encoder {
     /// more urgent work between the passes of a long job. Rows in input order.
     pub fn embed_passes(
         &self,
-        ids: &[Vec<u32>],
+        ids: &[Encoded],
         passes: &[Vec<usize>],
         between: &mut dyn FnMut(),
     ) -> Result<Embeddings> {
@@ -179,7 +203,7 @@ impl Encoder {
                 match (ids.get(i), done.get_mut(i)) {
                     (Some(row), Some(seen)) if !*seen => {
                         *seen = true;
-                        batch.push(row.as_slice());
+                        batch.push(row.tokens());
                     }
                     _ => {
                         return Err(Error::InvalidOption(format!(

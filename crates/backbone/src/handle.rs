@@ -11,7 +11,8 @@ use std::{path::PathBuf, sync::Arc, thread};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    BackboneInfo, BatchPolicy, Embeddings, Encoder, EncoderOptions, Error, Passes, Result,
+    BackboneInfo, BatchPolicy, Embeddings, Encoded, Encoder, EncoderOptions, Error, Input, Passes,
+    Result,
 };
 
 /// Queue depth between callers and the model thread. Callers wait (async) when full.
@@ -19,11 +20,11 @@ const QUEUE: usize = 1024;
 
 enum Job {
     Embed {
-        texts: Vec<String>,
+        inputs: Vec<Input>,
         reply: oneshot::Sender<Result<Embeddings>>,
     },
     EmbedPasses {
-        ids: Vec<Vec<u32>>,
+        ids: Vec<Encoded>,
         passes: Passes,
         reply: oneshot::Sender<Result<Embeddings>>,
     },
@@ -33,12 +34,12 @@ impl Job {
     /// Runs the job; `between` runs before each forward pass.
     fn run(self, encoder: &Encoder, between: &mut dyn FnMut()) {
         let (result, reply) = match self {
-            Job::Embed { texts, reply } => {
+            Job::Embed { inputs, reply } => {
                 if reply.is_closed() {
                     return;
                 }
-                let r = encoder.tokenize(&texts).and_then(|ids| {
-                    let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
+                let r = encoder.encode(&inputs).and_then(|ids| {
+                    let lens: Vec<usize> = ids.iter().map(Encoded::len).collect();
                     let passes = encoder.batch_policy().passes(&lens);
                     encoder.embed_passes(&ids, &passes, between)
                 });
@@ -177,22 +178,29 @@ impl EncoderHandle {
         self.policy
     }
 
+    /// Prepares `inputs` for the runtime on the caller's thread (tokenizes texts).
+    pub fn encode(&self, inputs: &[Input]) -> Result<Vec<Encoded>> {
+        crate::encoder::encode(&self.tokenizer, inputs)
+    }
+
     /// Embeds `texts` on the model thread.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Embeddings> {
-        submit(&self.tx, |reply| Job::Embed { texts, reply }).await
+        let inputs = texts.into_iter().map(Input::Text).collect();
+        submit(&self.tx, |reply| Job::Embed { inputs, reply }).await
     }
 
     /// Embeds pre-tokenized inputs on the model thread, in exactly the `passes`
     /// planned by [`EncoderHandle::batch_policy`]. A caller that drops the future
     /// before the job runs costs no forward pass.
-    pub async fn embed_passes(&self, ids: Vec<Vec<u32>>, passes: Passes) -> Result<Embeddings> {
+    pub async fn embed_passes(&self, ids: Vec<Encoded>, passes: Passes) -> Result<Embeddings> {
         submit(&self.tx, |reply| Job::EmbedPasses { ids, passes, reply }).await
     }
 
     /// Embeds `texts` at background priority from async code: inference work on the
     /// same model thread goes first.
     pub async fn embed_background(&self, texts: Vec<String>) -> Result<Embeddings> {
-        submit(&self.background, |reply| Job::Embed { texts, reply }).await
+        let inputs = texts.into_iter().map(Input::Text).collect();
+        submit(&self.background, |reply| Job::Embed { inputs, reply }).await
     }
 
     /// Embeds `texts` at background priority, for synchronous callers (CLI,
@@ -200,8 +208,9 @@ impl EncoderHandle {
     /// called from inside an async runtime.
     pub fn embed_blocking(&self, texts: Vec<String>) -> Result<Embeddings> {
         let (reply, rx) = oneshot::channel();
+        let inputs = texts.into_iter().map(Input::Text).collect();
         self.background
-            .blocking_send(Job::Embed { texts, reply })
+            .blocking_send(Job::Embed { inputs, reply })
             .map_err(|_| Error::Stopped)?;
         rx.blocking_recv().map_err(|_| Error::Stopped)?
     }

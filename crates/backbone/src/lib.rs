@@ -24,6 +24,7 @@ mod config;
 mod encoder;
 mod error;
 mod handle;
+mod input;
 mod options;
 mod pool;
 mod runtime;
@@ -43,6 +44,7 @@ pub use config::{
 pub use encoder::{Embeddings, Encoder};
 pub use error::{Error, Result};
 pub use handle::EncoderHandle;
+pub use input::{Encoded, Input};
 pub use options::{Backend, Device, Dtype, EncoderOptions};
 pub use runtime::Padding;
 

@@ -38,7 +38,7 @@ fn inference_overtakes_a_queued_background_job() {
             !poll_once(&mut background).await,
             "400 texts cannot be done yet"
         );
-        let ids = handle.tokenize(&["an urgent request"]).unwrap();
+        let ids = handle.encode(&["an urgent request".into()]).unwrap();
         let passes = handle.batch_policy().passes(&[ids[0].len()]);
         let urgent = handle.embed_passes(ids, passes).await.unwrap();
         assert_eq!(urgent.len(), 1);

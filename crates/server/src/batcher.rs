@@ -28,7 +28,7 @@ use std::{
 };
 
 use metrics::{counter, histogram};
-use polyhead_backbone::{BatchPolicy, Embeddings, EncoderHandle};
+use polyhead_backbone::{BatchPolicy, Embeddings, Encoded, EncoderHandle};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{metrics as m, ServerError};
@@ -38,7 +38,7 @@ type Reply = oneshot::Sender<Result<Embeddings, ServerError>>;
 /// One request's texts on their way through the batcher: a request larger than one
 /// batch is embedded over several, `next` texts at a time.
 struct Item {
-    ids: Vec<Vec<u32>>,
+    ids: Vec<Encoded>,
     /// Texts already embedded; their rows are in `rows`.
     next: usize,
     rows: Vec<f32>,
@@ -107,10 +107,10 @@ impl Batcher {
         OnTheWay(self.coming.clone())
     }
 
-    /// Embeds pre-tokenized texts in some batch; rows in input order.
+    /// Embeds prepared inputs in some batch; rows in input order.
     pub async fn embed(
         &self,
-        ids: Vec<Vec<u32>>,
+        ids: Vec<Encoded>,
         deadline: Instant,
     ) -> Result<Embeddings, ServerError> {
         let (reply, rx) = oneshot::channel();
@@ -251,7 +251,7 @@ async fn run_batch(encoder: &EncoderHandle, batch: Vec<(Item, Range<usize>)>) ->
         all.extend(item.ids[range.clone()].iter_mut().map(std::mem::take));
         items.push((item, range.len()));
     }
-    let lens: Vec<usize> = all.iter().map(Vec::len).collect();
+    let lens: Vec<usize> = all.iter().map(Encoded::len).collect();
     let policy = encoder.batch_policy();
     let passes = policy.passes(&lens);
     histogram!(m::BATCH_SIZE).record(texts as f64);
@@ -305,7 +305,7 @@ mod tests {
     fn item(lens: &[usize]) -> (Item, oneshot::Receiver<Result<Embeddings, ServerError>>) {
         let (reply, rx) = oneshot::channel();
         let item = Item {
-            ids: lens.iter().map(|&n| vec![7; n]).collect(),
+            ids: lens.iter().map(|&n| Encoded::Tokens(vec![7; n])).collect(),
             next: 0,
             rows: Vec::new(),
             reply,

@@ -1,11 +1,14 @@
 //! The embedding cache: an LRU bounded by bytes, keyed by a 128-bit hash of backbone
-//! fingerprint + text, so a repeated text costs no backbone pass.
+//! fingerprint + the input (its kind and bytes), so a repeated input costs no backbone
+//! pass.
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
+use polyhead_backbone::Input;
 use sha2::{Digest, Sha256};
 
-/// Cache key: the first 16 bytes of sha256(fingerprint, 0, text).
+/// Cache key: the first 16 bytes of sha256(fingerprint, the input's kind tag, its
+/// bytes); for a text, sha256(fingerprint, 0, text).
 pub type CacheKey = [u8; 16];
 
 /// Per-entry overhead counted on top of the vector (key, Arc, LRU links).
@@ -38,12 +41,13 @@ impl EmbeddingCache {
         }
     }
 
-    /// The key of `text`.
-    pub fn key(&self, text: &str) -> CacheKey {
+    /// The key of `input`.
+    pub fn key(&self, input: &Input) -> CacheKey {
+        let (kind, bytes) = input.key_bytes();
         let mut h = Sha256::new();
         h.update(self.fingerprint.as_bytes());
-        h.update([0]);
-        h.update(text.as_bytes());
+        h.update([kind]);
+        h.update(bytes);
         let d = h.finalize();
         let mut k = [0u8; 16];
         k.copy_from_slice(&d[..16]);
@@ -101,7 +105,11 @@ mod tests {
     fn evicts_least_recently_used_by_bytes() {
         let entry = 4 * 4 + ENTRY_OVERHEAD;
         let c = EmbeddingCache::new("fp", entry * 2);
-        let (a, b, d) = (c.key("a"), c.key("b"), c.key("d"));
+        let (a, b, d) = (
+            c.key(&Input::from("a")),
+            c.key(&Input::from("b")),
+            c.key(&Input::from("d")),
+        );
         c.put(a, v(4, 1.0));
         c.put(b, v(4, 2.0));
         assert!(c.get(&a).is_some()); // a is now most recent
@@ -115,15 +123,15 @@ mod tests {
     fn key_depends_on_fingerprint_and_text() {
         let c1 = EmbeddingCache::new("fp1", 1 << 20);
         let c2 = EmbeddingCache::new("fp2", 1 << 20);
-        assert_ne!(c1.key("x"), c2.key("x"));
-        assert_ne!(c1.key("x"), c1.key("y"));
-        assert_eq!(c1.key("x"), c1.key("x"));
+        assert_ne!(c1.key(&Input::from("x")), c2.key(&Input::from("x")));
+        assert_ne!(c1.key(&Input::from("x")), c1.key(&Input::from("y")));
+        assert_eq!(c1.key(&Input::from("x")), c1.key(&Input::from("x")));
     }
 
     #[test]
     fn zero_capacity_disables() {
         let c = EmbeddingCache::new("fp", 0);
-        c.put(c.key("a"), v(4, 1.0));
-        assert!(c.get(&c.key("a")).is_none());
+        c.put(c.key(&Input::from("a")), v(4, 1.0));
+        assert!(c.get(&c.key(&Input::from("a"))).is_none());
     }
 }

@@ -8,6 +8,7 @@ use polyhead_api::v1::{
     InfoRequest, InfoResponse, LabelScore, ListTasksRequest, ListTasksResponse, TaskInfo,
     TaskSummary,
 };
+use polyhead_backbone::Input;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -50,6 +51,11 @@ pub(crate) fn task_label(engine: &ReadyEngine, task: &str) -> String {
         Some(e) if e.heads().registry().get(task).is_some() => task.to_owned(),
         _ => "unknown".to_owned(),
     }
+}
+
+/// A request's texts as inputs (moved, not copied).
+fn texts_in(texts: Vec<String>) -> Vec<Input> {
+    texts.into_iter().map(Input::Text).collect()
 }
 
 /// One page of ListTasks: tasks after `page_token` in name order, at most
@@ -126,7 +132,7 @@ impl Inference for InferenceService {
         let info = CallInfo::of("Classify", &request);
         let req = request.into_inner();
         let info = info.task(&req.task, task_label(&self.engine, &req.task));
-        observe(info, self.limits, deadline, async {
+        observe(info, self.limits, deadline, async move {
             let engine = ready(&self.engine)?;
             let _permit = engine.inference().admit()?;
             // The head is snapshotted once: this request answers with this version
@@ -138,8 +144,9 @@ impl Inference for InferenceService {
             engine
                 .inference()
                 .check_scores(req.texts.len() * top_k_of(&head, req.top_k))?;
-            let features = engine.inference().features(&req.texts, deadline).await?;
-            InferencePath::classify_with(&head, &features, &req.texts, req.top_k).map(classify_msg)
+            let inputs = texts_in(req.texts);
+            let features = engine.inference().features(&inputs, deadline).await?;
+            InferencePath::classify_with(&head, &features, &inputs, req.top_k).map(classify_msg)
         })
         .await
     }
@@ -152,19 +159,19 @@ impl Inference for InferenceService {
         let info = CallInfo::of("ClassifyMulti", &request);
         let req = request.into_inner();
         let info = info.task(&req.tasks.join(","), "multi");
-        observe(info, self.limits, deadline, async {
+        observe(info, self.limits, deadline, async move {
             let engine = ready(&self.engine)?;
             let _permit = engine.inference().admit()?;
             engine.inference().validate_texts(&req.texts)?;
             // Each task once, within the limits, before any backbone work.
             let heads = engine.heads_for(&req.tasks, req.texts.len(), req.top_k)?;
             // One backbone pass for all the heads.
-            let features = engine.inference().features(&req.texts, deadline).await?;
+            let inputs = texts_in(req.texts);
+            let features = engine.inference().features(&inputs, deadline).await?;
             let responses = heads
                 .iter()
                 .map(|h| {
-                    InferencePath::classify_with(h, &features, &req.texts, req.top_k)
-                        .map(classify_msg)
+                    InferencePath::classify_with(h, &features, &inputs, req.top_k).map(classify_msg)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(ClassifyMultiResponse { responses })
@@ -179,11 +186,14 @@ impl Inference for InferenceService {
         let deadline = self.limits.deadline(&request);
         let info = CallInfo::of("Embed", &request);
         let req = request.into_inner();
-        observe(info, self.limits, deadline, async {
+        observe(info, self.limits, deadline, async move {
             let engine = ready(&self.engine)?;
             let _permit = engine.inference().admit()?;
             engine.inference().validate_texts(&req.texts)?;
-            let features = engine.inference().features(&req.texts, deadline).await?;
+            let features = engine
+                .inference()
+                .features(&texts_in(req.texts), deadline)
+                .await?;
             Ok(EmbedResponse {
                 dim: engine.info().dim as u32,
                 embeddings: features

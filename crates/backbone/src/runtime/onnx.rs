@@ -95,18 +95,18 @@ fn runtime(lib: &Path) -> Result<&'static ort::environment::Environment> {
 /// (single segment: zeros). Read from the graph at load, so a graph wanting anything
 /// else is refused then, naming the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Input {
+enum GraphInput {
     Ids,
     Mask,
     TokenTypes,
 }
 
-impl Input {
-    fn of(name: &str) -> Result<Input> {
+impl GraphInput {
+    fn of(name: &str) -> Result<GraphInput> {
         match name {
-            "input_ids" => Ok(Input::Ids),
-            "attention_mask" => Ok(Input::Mask),
-            "token_type_ids" => Ok(Input::TokenTypes),
+            "input_ids" => Ok(GraphInput::Ids),
+            "attention_mask" => Ok(GraphInput::Mask),
+            "token_type_ids" => Ok(GraphInput::TokenTypes),
             other => Err(fail(format!(
                 "the graph wants an input {other:?}; polyhead feeds input_ids, attention_mask \
                  and token_type_ids"
@@ -120,7 +120,7 @@ struct OnnxModel {
     // Session::run needs `&mut`; the encoder is owned by one thread, so the lock is
     // never contended.
     session: Mutex<Session>,
-    inputs: Vec<(String, Input)>,
+    inputs: Vec<(String, GraphInput)>,
     hidden: usize,
     dtype: Dtype,
 }
@@ -145,9 +145,9 @@ impl OnnxModel {
         let inputs = session
             .inputs()
             .iter()
-            .map(|i| Ok((i.name().to_owned(), Input::of(i.name())?)))
+            .map(|i| Ok((i.name().to_owned(), GraphInput::of(i.name())?)))
             .collect::<Result<Vec<_>>>()?;
-        if !inputs.iter().any(|(_, i)| *i == Input::Ids) {
+        if !inputs.iter().any(|(_, i)| *i == GraphInput::Ids) {
             return Err(fail("the graph takes no input_ids"));
         }
         Ok(OnnxModel {
@@ -169,9 +169,9 @@ impl Runtime for OnnxModel {
         let mut feeds = Vec::with_capacity(self.inputs.len());
         for (name, input) in &self.inputs {
             let data = match input {
-                Input::Ids => batch.ids.clone(),
-                Input::Mask => batch.mask.clone(),
-                Input::TokenTypes => vec![0; batch.ids.len()],
+                GraphInput::Ids => batch.ids.clone(),
+                GraphInput::Mask => batch.mask.clone(),
+                GraphInput::TokenTypes => vec![0; batch.ids.len()],
             };
             let tensor = Tensor::from_array((shape, data)).map_err(fail)?;
             feeds.push((name.as_str(), tensor));

@@ -8,7 +8,7 @@ use std::{
 };
 
 use metrics::{counter, histogram};
-use polyhead_backbone::{BackboneInfo, EncoderHandle};
+use polyhead_backbone::{BackboneInfo, Encoded, EncoderHandle, Input};
 use polyhead_heads::HeadArtifact;
 use polyhead_settings::ServerSettings;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -91,15 +91,15 @@ impl InferencePath {
         Ok(())
     }
 
-    /// Embeddings of `texts` in order: cache hits are free; the misses (deduplicated)
-    /// are tokenized on the tokenizer pool (never on the async runtime: a long text
+    /// Embeddings of `inputs` in order: cache hits are free; the misses (deduplicated)
+    /// are prepared (texts tokenized) on the tokenizer pool (never on the async runtime: a long text
     /// would stall every request on that thread) and go through the batcher in one item.
     pub async fn features(
         &self,
-        texts: &[String],
+        inputs: &[Input],
         deadline: Instant,
     ) -> Result<Vec<Arc<[f32]>>, ServerError> {
-        let keys: Vec<_> = texts.iter().map(|t| self.cache.key(t)).collect();
+        let keys: Vec<_> = inputs.iter().map(|i| self.cache.key(i)).collect();
         let mut out: Vec<Option<Arc<[f32]>>> = keys.iter().map(|k| self.cache.get(k)).collect();
         let hits = out.iter().filter(|o| o.is_some()).count();
         let mut unique: Vec<usize> = Vec::new();
@@ -113,15 +113,15 @@ impl InferencePath {
             }
         }
         counter!(m::CACHE_HITS).increment(hits as u64);
-        counter!(m::CACHE_MISSES).increment((texts.len() - hits) as u64);
+        counter!(m::CACHE_MISSES).increment((inputs.len() - hits) as u64);
         if !unique.is_empty() {
-            let miss_texts: Vec<String> = unique.iter().map(|&i| texts[i].clone()).collect();
+            let misses: Vec<Input> = unique.iter().map(|&i| inputs[i].clone()).collect();
             // Announced before tokenizing, so a batch forming meanwhile waits for it.
             let _on_the_way = self.batcher.on_the_way();
             let started = Instant::now();
-            let ids = self.tokenize(miss_texts).await?;
+            let ids = self.encode(misses).await?;
             histogram!(m::TOKENIZE).record(started.elapsed().as_secs_f64());
-            let tokens: usize = ids.iter().map(Vec::len).sum();
+            let tokens: usize = ids.iter().map(Encoded::len).sum();
             let max = self.limits.max_request_tokens;
             if tokens > max {
                 return Err(ServerError::InvalidArgument(format!(
@@ -147,8 +147,8 @@ impl InferencePath {
             .collect()
     }
 
-    /// Token ids on a blocking thread, at most `server.tokenize_workers` at once.
-    async fn tokenize(&self, texts: Vec<String>) -> Result<Vec<Vec<u32>>, ServerError> {
+    /// Inputs prepared on a blocking thread, at most `server.tokenize_workers` at once.
+    async fn encode(&self, inputs: Vec<Input>) -> Result<Vec<Encoded>, ServerError> {
         let _worker = self
             .tokenizers
             .clone()
@@ -156,18 +156,18 @@ impl InferencePath {
             .await
             .map_err(|_| ServerError::Unavailable("tokenizer pool closed".into()))?;
         let encoder = self.encoder.clone();
-        tokio::task::spawn_blocking(move || encoder.tokenize(&texts))
+        tokio::task::spawn_blocking(move || encoder.encode(&inputs))
             .await
             .map_err(|e| ServerError::Internal(format!("tokenizer thread: {e}")))?
             .map_err(ServerError::from)
     }
 
-    /// Applies a head snapshot to features (and, for hybrid heads, the texts):
+    /// Applies a head snapshot to features (and, for hybrid heads, the inputs' texts):
     /// probabilities, best label, top-k scores.
     pub fn classify_with(
         head: &HeadArtifact,
         features: &[Arc<[f32]>],
-        texts: &[String],
+        inputs: &[Input],
         top_k: u32,
     ) -> Result<Classified, ServerError> {
         let started = Instant::now();
@@ -175,9 +175,9 @@ impl InferencePath {
         let k = top_k_of(head, top_k);
         let predictions = features
             .iter()
-            .zip(texts)
-            .map(|(f, text)| {
-                let p = head.head.predict(f, text)?;
+            .zip(inputs)
+            .map(|(f, input)| {
+                let p = head.head.predict(f, input.text().unwrap_or_default())?;
                 let mut order: Vec<usize> = (0..p.len()).collect();
                 order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
                 Ok(Prediction {

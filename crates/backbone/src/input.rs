@@ -1,0 +1,82 @@
+//! Inputs typed by kind, from the handle through a server's batcher and embedding cache
+//! to the runtime: a new kind of input (an image's pixels) is a new variant here and
+//! in the family that reads it, not an edit of every layer.
+
+/// One input to embed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Input {
+    /// A text, read by the backbone's tokenizer.
+    Text(String),
+}
+
+impl Input {
+    /// The kind, as messages name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Input::Text(_) => "text",
+        }
+    }
+
+    /// The text, for a text input (heads that also read the task's own words use it).
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Input::Text(t) => Some(t),
+        }
+    }
+
+    /// What identifies it for a cache: its kind's tag and its bytes (inputs of two
+    /// kinds never share a key).
+    pub fn key_bytes(&self) -> (u8, &[u8]) {
+        match self {
+            Input::Text(t) => (0, t.as_bytes()),
+        }
+    }
+}
+
+impl From<String> for Input {
+    fn from(text: String) -> Input {
+        Input::Text(text)
+    }
+}
+
+impl From<&str> for Input {
+    fn from(text: &str) -> Input {
+        Input::Text(text.to_owned())
+    }
+}
+
+/// An input prepared for the runtime: token ids (special tokens included, truncated)
+/// for a text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encoded {
+    /// Token ids of a text.
+    Tokens(Vec<u32>),
+}
+
+impl Default for Encoded {
+    fn default() -> Encoded {
+        Encoded::Tokens(Vec::new())
+    }
+}
+
+impl Encoded {
+    /// Its size in the unit passes are budgeted in (tokens; a future pixel input
+    /// counts its patches).
+    pub fn len(&self) -> usize {
+        match self {
+            Encoded::Tokens(ids) => ids.len(),
+        }
+    }
+
+    /// True for an input of no tokens.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The token ids.
+    pub fn tokens(&self) -> &[u32] {
+        match self {
+            Encoded::Tokens(ids) => ids,
+        }
+    }
+}
