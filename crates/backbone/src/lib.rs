@@ -37,10 +37,6 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use batching::{BatchPolicy, Passes};
-pub use config::{
-    BertConfig, HiddenAct, ModelType, Pooling, PositionEmbedding, SentenceConfig,
-    SUPPORTED_MODEL_TYPES,
-};
 pub use encoder::{Embeddings, Encoder};
 pub use error::{Error, Result};
 pub use handle::EncoderHandle;

@@ -1,6 +1,6 @@
 //! Pooling: token states to one vector per input, as sentence-transformers' `Pooling`
 //! and `Normalize` modules do it. One implementation, in f32, for every runtime.
-use crate::Pooling;
+use crate::config::Pooling;
 
 /// Pools row-major f32 `states` of shape `(rows, cols, dim)` with a 0/1 `mask` of
 /// `(rows, cols)` (right padding) into `(rows, dim)`, then L2-normalises each row

@@ -23,4 +23,5 @@ mod status;
 use engine::Engine;
 use polyhead_settings::Settings;
 pub use serve::{serve, ServeError};
-pub use status::{code_name, ServerError};
+pub use status::code_name;
+use status::ServerError;

@@ -28,8 +28,6 @@ pub use features::{CacheStats, FeatureCache};
 pub use metrics::{argmax_rows, evaluate};
 pub use options::{HeadChoice, TrainOptions};
 pub use pipeline::{
-    backbone_ref, evaluate_head, predict_rows, train_task, Progress, Timings, TrainReport,
-    TrainRequest,
+    backbone_ref, predict_rows, train_task, Progress, Timings, TrainReport, TrainRequest,
 };
-pub use split::stratified_split;
-pub use train::{class_weights, train_head, EpochReport, Split};
+pub use train::{train_head, EpochReport, Split};

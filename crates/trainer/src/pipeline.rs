@@ -374,19 +374,9 @@ fn check_holdout(labels: &[String], y: &[usize]) -> Result<()> {
     )))
 }
 
-/// Evaluates a stored head on labelled data. Labels unknown to the head count as
-/// errors in the data, not as misclassifications.
-pub fn evaluate_head(
-    encoder: &EncoderHandle,
-    cache: &FeatureCache,
-    artifact: &HeadArtifact,
-    data: &Dataset,
-) -> Result<Metrics> {
-    predict_rows(encoder, cache, artifact, data).map(|(m, _)| m)
-}
-
-/// [`evaluate_head`] and the head's probabilities for every row (in the head's label
-/// order), for per-row predictions.
+/// Evaluates a stored head on labelled data, with the head's probabilities for every
+/// row (in the head's label order). Labels unknown to the head count as errors in the
+/// data, not as misclassifications.
 pub fn predict_rows(
     encoder: &EncoderHandle,
     cache: &FeatureCache,
