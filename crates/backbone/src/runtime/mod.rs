@@ -326,5 +326,11 @@ mod tests {
         for s in REGISTRY {
             assert!(err.contains(s.name), "{err}");
         }
+        // A runtime polyhead knows but a build left out names the cargo feature (here
+        // asked directly: this build has both).
+        for (name, feature) in OPTIONAL {
+            let err = unknown(name).to_string();
+            assert!(err.contains(&format!("cargo feature `{feature}`")), "{err}");
+        }
     }
 }
