@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod attacks;
+mod defects;
 mod deploy;
 mod disk;
 mod errors;
