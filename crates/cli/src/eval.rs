@@ -1,5 +1,6 @@
 //! `polyhead eval`: a stored head measured on labelled data (and, with
 //! `--predictions`, every row's answer); [`Evaluated`] is shared with `polyhead report`.
+use crate::tasks::Columns;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -23,12 +24,8 @@ pub struct EvalArgs {
     /// Labelled data (.jsonl or .csv).
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
-    /// The CSV column (or JSONL field) holding the text.
-    #[arg(long, default_value = "text")]
-    pub text_column: String,
-    /// The CSV column (or JSONL field) holding the label.
-    #[arg(long, default_value = "label")]
-    pub label_column: String,
+    #[command(flatten)]
+    pub columns: Columns,
     /// Version to evaluate (default: the active one).
     #[arg(long)]
     pub version: Option<u64>,
@@ -98,7 +95,7 @@ pub fn eval(settings: &Settings, a: &EvalArgs) -> Result<()> {
         &a.task,
         a.version,
         &a.data,
-        (&a.text_column, &a.label_column),
+        (&a.columns.text, &a.columns.label),
     )?;
     if let Some(path) = &a.predictions {
         use std::io::Write;

@@ -2,6 +2,7 @@
 //! of how a stored head does on labelled data: the labelled confusion matrix, per-class
 //! precision/recall/F1, the head against its from-scratch baseline (as measured when it
 //! was trained), and the candidates `auto` weighed.
+use crate::tasks::Columns;
 use std::{fmt::Write as _, path::PathBuf};
 
 use crate::{eval::Evaluated, tasks::StoreArg};
@@ -25,12 +26,8 @@ pub struct ReportArgs {
     /// Where to write the page (default: report-TASK-vVERSION.html).
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// The CSV column (or JSONL field) holding the text.
-    #[arg(long, default_value = "text")]
-    pub text_column: String,
-    /// The CSV column (or JSONL field) holding the label.
-    #[arg(long, default_value = "label")]
-    pub label_column: String,
+    #[command(flatten)]
+    pub columns: Columns,
     #[command(flatten)]
     pub store: StoreArg,
     #[command(flatten)]
@@ -49,7 +46,7 @@ pub fn report(settings: &Settings, a: &ReportArgs) -> Result<()> {
         &a.task,
         a.version,
         &a.data,
-        (&a.text_column, &a.label_column),
+        (&a.columns.text, &a.columns.label),
     )?;
     let page = render(&artifact.manifest, &metrics, &a.data.display().to_string());
     let output = a

@@ -51,12 +51,8 @@ pub struct TrainArgs {
     /// Held-out test data: evaluated at the end for head and baseline, never trained on.
     #[arg(long, value_name = "FILE")]
     pub test: Option<PathBuf>,
-    /// The CSV column (or JSONL field) holding the text.
-    #[arg(long, default_value = "text")]
-    pub text_column: String,
-    /// The CSV column (or JSONL field) holding the label.
-    #[arg(long, default_value = "label")]
-    pub label_column: String,
+    #[command(flatten)]
+    pub columns: Columns,
     /// Train on a seeded, stratified sample of about N examples of --data (each label
     /// keeps its share): a quick first head, e.g. to serve while the full one trains.
     #[arg(long, value_name = "N")]
@@ -110,6 +106,17 @@ pub struct RollbackArgs {
     pub task: String,
     #[command(flatten)]
     pub store: StoreArg,
+}
+
+/// Where a labelled file keeps its text and its label (train, eval, report).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Columns {
+    /// The CSV column (or JSONL field) holding the text.
+    #[arg(long = "text-column", default_value = "text")]
+    pub text: String,
+    /// The CSV column (or JSONL field) holding the label.
+    #[arg(long = "label-column", default_value = "label")]
+    pub label: String,
 }
 
 /// Opens the store `store.url` names (a folder that does not exist yet is created).
@@ -268,7 +275,7 @@ pub fn train(settings: &Settings, a: &TrainArgs) -> Result<()> {
     let req = TrainRequest {
         task: a.task.clone(),
         train: {
-            let data = Dataset::read_columns(&a.data, format, &a.text_column, &a.label_column)?;
+            let data = Dataset::read_columns(&a.data, format, &a.columns.text, &a.columns.label)?;
             match a.sample {
                 Some(n) => data.sample(n, a.seed.unwrap_or(0)),
                 None => data,
@@ -277,12 +284,12 @@ pub fn train(settings: &Settings, a: &TrainArgs) -> Result<()> {
         valid: a
             .valid
             .as_deref()
-            .map(|p| load(p, &a.text_column, &a.label_column))
+            .map(|p| load(p, &a.columns.text, &a.columns.label))
             .transpose()?,
         test: a
             .test
             .as_deref()
-            .map(|p| load(p, &a.text_column, &a.label_column))
+            .map(|p| load(p, &a.columns.text, &a.columns.label))
             .transpose()?,
         options,
         budget: Budget::unlimited(),
