@@ -112,10 +112,18 @@ pub struct RollbackArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Columns {
     /// The CSV column (or JSONL field) holding the text.
-    #[arg(long = "text-column", default_value = "text")]
+    #[arg(
+        long = "text-column",
+        value_name = "TEXT_COLUMN",
+        default_value = "text"
+    )]
     pub text: String,
     /// The CSV column (or JSONL field) holding the label.
-    #[arg(long = "label-column", default_value = "label")]
+    #[arg(
+        long = "label-column",
+        value_name = "LABEL_COLUMN",
+        default_value = "label"
+    )]
     pub label: String,
 }
 
