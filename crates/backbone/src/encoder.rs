@@ -1,31 +1,92 @@
-//! The encoder: tokenizer + runtime + pooling. Owned by one thread (see
+//! The encoder: a model family's preparation (a tokenizer, or the image
+//! preprocessing) + a runtime + pooling. Owned by one thread (see
 //! [`EncoderHandle`](crate::EncoderHandle)); not shared.
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
 use crate::{
     config::{read, BertConfig, SentenceConfig},
+    image::{self, ImageConfig},
     pool::pool,
-    runtime::{self, LoadRequest, Runtime, TokenBatch},
+    runtime::{self, ImageLoad, LoadRequest, PixelBatch, Runtime, TokenBatch},
     tokenize::{load_tokenizer, token_ids},
     BackboneInfo, BatchPolicy, Encoded, EncoderOptions, Error, Input, Result,
 };
 
-/// `inputs` prepared for the runtime with `tokenizer` (shared by the encoder and the
-/// handle, which tokenizes on its caller's thread).
-pub(crate) fn encode(tokenizer: &Tokenizer, inputs: &[Input]) -> Result<Vec<Encoded>> {
-    let texts: Vec<&str> = inputs
-        .iter()
-        .map(|i| match i {
-            Input::Text(t) => t.as_str(),
-        })
-        .collect();
-    Ok(token_ids(tokenizer, &texts)?
-        .into_iter()
-        .map(Encoded::Tokens)
-        .collect())
+/// What prepares inputs for the runtime, shared by the encoder and the handle (which
+/// prepares on its caller's thread): a text backbone's tokenizer, or an image
+/// backbone's preprocessing.
+#[derive(Clone)]
+pub(crate) enum Prepare {
+    /// Tokenizes texts.
+    Text(Arc<Tokenizer>),
+    /// Decodes, resizes, crops and normalises pictures.
+    Image {
+        config: Arc<ImageConfig>,
+        max_pixels: u64,
+    },
+}
+
+impl Prepare {
+    /// `inputs` prepared for the runtime; an input of a kind this backbone does not
+    /// read is an [`Error::Input`].
+    pub fn encode(&self, inputs: &[Input]) -> Result<Vec<Encoded>> {
+        match self {
+            Prepare::Text(tokenizer) => {
+                let texts = inputs
+                    .iter()
+                    .map(|i| {
+                        i.text().ok_or_else(|| {
+                            Error::Input(format!(
+                                "this backbone reads texts; it was sent an {}",
+                                i.kind()
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<&str>>>()?;
+                Ok(token_ids(tokenizer, &texts)?
+                    .into_iter()
+                    .map(Encoded::Tokens)
+                    .collect())
+            }
+            Prepare::Image { config, max_pixels } => inputs
+                .iter()
+                .enumerate()
+                .map(|(n, i)| match i {
+                    Input::Image(bytes) => Ok(Encoded::Pixels {
+                        values: image::preprocess(bytes, config, *max_pixels)
+                            .map_err(|e| Error::Input(format!("image {n}: {e}")))?,
+                        cost: config.cost(),
+                    }),
+                    other => Err(Error::Input(format!(
+                        "this backbone reads images; it was sent a {}",
+                        other.kind()
+                    ))),
+                })
+                .collect(),
+        }
+    }
+
+    /// The tokenizer, for a text backbone.
+    pub fn tokenizer(&self) -> Option<&Tokenizer> {
+        match self {
+            Prepare::Text(t) => Some(t),
+            Prepare::Image { .. } => None,
+        }
+    }
+}
+
+/// How hidden states become one vector per input.
+enum Family {
+    /// Pooling (and normalisation) of a text encoder's last hidden states.
+    Text(SentenceConfig),
+    /// A CNN whose graph pools; optionally normalised.
+    Image(Arc<ImageConfig>),
 }
 
 /// A batch of embeddings, one row per input text, in input order.
@@ -67,11 +128,11 @@ impl Embeddings {
     }
 }
 
-/// Tokenizer, runtime and pooling of one checkpoint folder.
+/// Preparation, runtime and pooling of one model folder.
 pub struct Encoder {
-    tokenizer: Tokenizer,
+    prepare: Prepare,
     runtime: Box<dyn Runtime>,
-    sentence: SentenceConfig,
+    family: Family,
     info: BackboneInfo,
     policy: BatchPolicy,
 }
@@ -85,12 +146,16 @@ impl std::fmt::Debug for Encoder {
 }
 
 impl Encoder {
-    /// Loads a checkpoint folder: `config.json`, `model.safetensors`, `tokenizer.json`,
-    /// plus sentence-transformers' pooling files when present, on the runtime the
-    /// options choose (see `runtime/mod.rs`).
+    /// Loads a model folder on the runtime the options choose (see `runtime/mod.rs`):
+    /// a text checkpoint (`config.json`, `model.safetensors`, `tokenizer.json`, plus
+    /// sentence-transformers' pooling files when present), or an image backbone
+    /// (`image_config.json` and its graphs, from `scripts/export_image.py`).
     pub fn load(dir: &Path, options: &EncoderOptions) -> Result<Encoder> {
         if !dir.is_dir() {
             return Err(Error::MissingFolder(dir.to_owned()));
+        }
+        if dir.join(image::CONFIG_FILE).is_file() {
+            return Self::load_image(dir, options);
         }
         let config = BertConfig::from_file(&dir.join("config.json"))?;
         let sentence = SentenceConfig::from_dir(dir, &config)?;
@@ -125,6 +190,7 @@ impl Encoder {
         let info = BackboneInfo {
             name: model_name(dir),
             model_dir: dir.to_owned(),
+            input: "text".into(),
             dim,
             max_seq_length: sentence.max_seq_length,
             pooling: sentence.pooling.as_str().to_owned(),
@@ -135,12 +201,88 @@ impl Encoder {
             backend: spec.name.to_owned(),
         };
         Ok(Encoder {
-            tokenizer,
+            prepare: Prepare::Text(Arc::new(tokenizer)),
             runtime,
-            sentence,
+            family: Family::Text(sentence),
             info,
             policy,
         })
+    }
+
+    fn load_image(dir: &Path, options: &EncoderOptions) -> Result<Encoder> {
+        let config = Arc::new(ImageConfig::from_dir(dir)?);
+        let (spec, runtime) = runtime::load_image(ImageLoad {
+            model_dir: dir,
+            config: &config,
+            device: options.device,
+            threads: options.resolved_threads(),
+            options,
+        })?;
+        let policy = BatchPolicy::new(
+            runtime.padding(),
+            options.batch_size,
+            options.max_pass_tokens,
+        );
+        let info = BackboneInfo {
+            name: model_name(dir),
+            model_dir: dir.to_owned(),
+            input: "image".into(),
+            dim: config.dim,
+            max_seq_length: 0,
+            pooling: "mean".into(),
+            normalize: config.normalize,
+            fingerprint: image_fingerprint(&config),
+            device: options.device.to_string(),
+            dtype: runtime.dtype().to_string(),
+            backend: spec.name.to_owned(),
+        };
+        let encoder = Encoder {
+            prepare: Prepare::Image {
+                config: config.clone(),
+                max_pixels: options.max_image_pixels,
+            },
+            runtime,
+            family: Family::Image(config),
+            info,
+            policy,
+        };
+        // One pass over a blank picture: the graph runs and gives `dim` values.
+        let blank = Encoded::Pixels {
+            values: vec![0.0; encoder.image_values()],
+            cost: 1,
+        };
+        let width = encoder.forward(&[&blank])?.len();
+        if width != encoder.info.dim {
+            return Err(Error::Runtime {
+                runtime: spec.name,
+                message: format!(
+                    "a one-picture pass gave {width} values, not dim {}",
+                    encoder.info.dim
+                ),
+            });
+        }
+        Ok(encoder)
+    }
+
+    fn image_values(&self) -> usize {
+        match &self.family {
+            Family::Image(c) => c.values(),
+            Family::Text(_) => 0,
+        }
+    }
+
+    /// One pass that makes the runtime ready (allocations, kernels) before serving.
+    pub fn warm_up(&self) -> Result<()> {
+        match &self.family {
+            Family::Text(_) => self.embed(&["warm-up"]).map(drop),
+            Family::Image(_) => {
+                let blank = Encoded::Pixels {
+                    values: vec![0.0; self.image_values()],
+                    cost: 1,
+                };
+                self.forward(&[&blank]).map(drop)
+            }
+        }
     }
 
     /// What was loaded.
@@ -153,29 +295,38 @@ impl Encoder {
         self.policy
     }
 
-    /// The tokenizer, configured with this backbone's truncation.
-    pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
+    /// The tokenizer, configured with this backbone's truncation (a text backbone's).
+    pub fn tokenizer(&self) -> Option<&Tokenizer> {
+        self.prepare.tokenizer()
+    }
+
+    /// What prepares inputs, for the handle.
+    pub(crate) fn preparation(&self) -> Prepare {
+        self.prepare.clone()
     }
 
     /// Token ids of each text after truncation, special tokens included.
     pub fn tokenize(&self, texts: &[impl AsRef<str>]) -> Result<Vec<Vec<u32>>> {
-        token_ids(&self.tokenizer, texts)
+        let tokenizer = self.tokenizer().ok_or_else(|| {
+            Error::Input("this backbone reads images; it has no tokenizer".into())
+        })?;
+        token_ids(tokenizer, texts)
     }
 
-    /// Prepares `inputs` for the runtime (tokenizes texts).
+    /// Prepares `inputs` for the runtime (tokenizes texts, preprocesses pictures).
     pub fn encode(&self, inputs: &[Input]) -> Result<Vec<Encoded>> {
-        encode(&self.tokenizer, inputs)
+        self.prepare.encode(inputs)
     }
 
     /// Embeds `texts` in the passes the batch policy plans; rows in input order.
     pub fn embed(&self, texts: &[impl AsRef<str>]) -> Result<Embeddings> {
-        let encoded = self
-            .tokenize(texts)?
-            .into_iter()
-            .map(Encoded::Tokens)
-            .collect::<Vec<_>>();
-        self.embed_encoded(&encoded)
+        let inputs: Vec<Input> = texts.iter().map(|t| Input::from(t.as_ref())).collect();
+        self.embed_encoded(&self.encode(&inputs)?)
+    }
+
+    /// Embeds inputs of any kind this backbone reads; rows in input order.
+    pub fn embed_inputs(&self, inputs: &[Input]) -> Result<Embeddings> {
+        self.embed_encoded(&self.encode(inputs)?)
     }
 
     /// Embeds prepared inputs (from [`Encoder::encode`]), rows in input order.
@@ -203,7 +354,7 @@ impl Encoder {
                 match (ids.get(i), done.get_mut(i)) {
                     (Some(row), Some(seen)) if !*seen => {
                         *seen = true;
-                        batch.push(row.tokens());
+                        batch.push(row);
                     }
                     _ => {
                         return Err(Error::InvalidOption(format!(
@@ -225,17 +376,68 @@ impl Encoder {
     }
 
     /// One forward pass over `batch`, laid out as the runtime wants it, pooled.
-    fn forward(&self, batch: &[&[u32]]) -> Result<Vec<f32>> {
-        let tokens = TokenBatch::padded(batch);
-        let states = self.runtime.forward(&tokens)?;
-        Ok(pool(
-            &states,
-            &tokens.mask,
-            (tokens.rows, tokens.cols, self.info.dim),
-            self.sentence.pooling,
-            self.sentence.normalize,
-        ))
+    fn forward(&self, batch: &[&Encoded]) -> Result<Vec<f32>> {
+        match &self.family {
+            Family::Text(sentence) => {
+                let ids = batch
+                    .iter()
+                    .map(|e| match e {
+                        Encoded::Tokens(ids) => Ok(ids.as_slice()),
+                        Encoded::Pixels { .. } => {
+                            Err(Error::Input("a text backbone was handed a picture".into()))
+                        }
+                    })
+                    .collect::<Result<Vec<&[u32]>>>()?;
+                let tokens = TokenBatch::padded(&ids);
+                let states = self.runtime.forward(&tokens)?;
+                Ok(pool(
+                    &states,
+                    &tokens.mask,
+                    (tokens.rows, tokens.cols, self.info.dim),
+                    sentence.pooling,
+                    sentence.normalize,
+                ))
+            }
+            Family::Image(config) => {
+                let mut values = Vec::with_capacity(batch.len() * config.values());
+                for e in batch {
+                    match e {
+                        Encoded::Pixels { values: v, .. } if v.len() == config.values() => {
+                            values.extend_from_slice(v)
+                        }
+                        _ => {
+                            return Err(Error::Input(format!(
+                                "an image backbone was handed an input other than {} pixel values",
+                                config.values()
+                            )))
+                        }
+                    }
+                }
+                let mut out = self.runtime.forward_pixels(&PixelBatch {
+                    values,
+                    rows: batch.len(),
+                    side: config.crop as usize,
+                })?;
+                if config.normalize {
+                    for row in out.chunks_mut(config.dim) {
+                        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                        row.iter_mut().for_each(|v| *v /= norm);
+                    }
+                }
+                Ok(out)
+            }
+        }
     }
+}
+
+/// sha256 over what the image backbone's features depend on: the source weights and
+/// the preprocessing (whichever runtime runs the graph).
+fn image_fingerprint(config: &ImageConfig) -> String {
+    let mut h = Sha256::new();
+    h.update(b"polyhead-image-backbone-v1\0");
+    h.update(config.source_model_sha256.as_bytes());
+    h.update(config.describe().as_bytes());
+    hex::encode(&h.finalize()[..12])
 }
 
 /// sha256 over the weights, the tokenizer and the pooling config: two backbones with

@@ -88,6 +88,10 @@ pub enum Error {
     /// Tokenizing input failed.
     #[error("tokenization failed: {0}")]
     Tokenize(String),
+    /// An input cannot be read by this backbone: undecodable or oversized image
+    /// bytes, an unsupported format, or an input of a kind it does not read.
+    #[error("{0}")]
+    Input(String),
     /// A device, dtype or thread option is invalid.
     #[error("invalid backbone option: {0}")]
     InvalidOption(String),

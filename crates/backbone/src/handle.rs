@@ -11,8 +11,8 @@ use std::{path::PathBuf, sync::Arc, thread};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    BackboneInfo, BatchPolicy, Embeddings, Encoded, Encoder, EncoderOptions, Error, Input, Passes,
-    Result,
+    encoder::Prepare, BackboneInfo, BatchPolicy, Embeddings, Encoded, Encoder, EncoderOptions,
+    Error, Input, Passes, Result,
 };
 
 /// Queue depth between callers and the model thread. Callers wait (async) when full.
@@ -104,7 +104,7 @@ pub struct EncoderHandle {
     tx: mpsc::Sender<Job>,
     background: mpsc::Sender<Job>,
     info: Arc<BackboneInfo>,
-    tokenizer: Arc<tokenizers::Tokenizer>,
+    prepare: Prepare,
     policy: BatchPolicy,
 }
 
@@ -130,7 +130,7 @@ impl EncoderHandle {
             .spawn(move || {
                 // Loaded here: a runtime sets its threads up on the thread that runs it.
                 let encoder = match Encoder::load(&dir, &options).and_then(|e| {
-                    e.embed(&["warm-up"])?;
+                    e.warm_up()?;
                     Ok(e)
                 }) {
                     Ok(e) => e,
@@ -141,7 +141,7 @@ impl EncoderHandle {
                 };
                 let ready = (
                     encoder.info().clone(),
-                    encoder.tokenizer().clone(),
+                    encoder.preparation(),
                     encoder.batch_policy(),
                 );
                 let _ = ready_tx.send(Ok(ready));
@@ -151,12 +151,12 @@ impl EncoderHandle {
                 path: "polyhead-model thread".into(),
                 source: e,
             })?;
-        let (info, tokenizer, policy) = ready_rx.recv().map_err(|_| Error::Stopped)??;
+        let (info, prepare, policy) = ready_rx.recv().map_err(|_| Error::Stopped)??;
         Ok(EncoderHandle {
             tx,
             background,
             info: Arc::new(info),
-            tokenizer: Arc::new(tokenizer),
+            prepare,
             policy,
         })
     }
@@ -169,7 +169,10 @@ impl EncoderHandle {
     /// Token ids per text (truncated, special tokens included), computed on the
     /// caller's thread: the tokenizer is shared, only the model is owned.
     pub fn tokenize(&self, texts: &[impl AsRef<str>]) -> Result<Vec<Vec<u32>>> {
-        crate::tokenize::token_ids(&self.tokenizer, texts)
+        let tokenizer = self.prepare.tokenizer().ok_or_else(|| {
+            Error::Input("this backbone reads images; it has no tokenizer".into())
+        })?;
+        crate::tokenize::token_ids(tokenizer, texts)
     }
 
     /// How the model thread groups inputs into forward passes: a batcher budgets
@@ -178,9 +181,10 @@ impl EncoderHandle {
         self.policy
     }
 
-    /// Prepares `inputs` for the runtime on the caller's thread (tokenizes texts).
+    /// Prepares `inputs` for the runtime on the caller's thread (tokenizes texts,
+    /// decodes and preprocesses pictures).
     pub fn encode(&self, inputs: &[Input]) -> Result<Vec<Encoded>> {
-        crate::encoder::encode(&self.tokenizer, inputs)
+        self.prepare.encode(inputs)
     }
 
     /// Embeds `texts` on the model thread.
@@ -201,6 +205,17 @@ impl EncoderHandle {
     pub async fn embed_background(&self, texts: Vec<String>) -> Result<Embeddings> {
         let inputs = texts.into_iter().map(Input::Text).collect();
         submit(&self.background, |reply| Job::Embed { inputs, reply }).await
+    }
+
+    /// Embeds inputs of any kind this backbone reads at background priority, for
+    /// synchronous callers (CLI, trainer). Must not be called from inside an async
+    /// runtime.
+    pub fn embed_inputs_blocking(&self, inputs: Vec<Input>) -> Result<Embeddings> {
+        let (reply, rx) = oneshot::channel();
+        self.background
+            .blocking_send(Job::Embed { inputs, reply })
+            .map_err(|_| Error::Stopped)?;
+        rx.blocking_recv().map_err(|_| Error::Stopped)?
     }
 
     /// Embeds `texts` at background priority, for synchronous callers (CLI,

@@ -1,12 +1,14 @@
 //! Inputs typed by kind, from the handle through a server's batcher and embedding cache
-//! to the runtime: a new kind of input (an image's pixels) is a new variant here and
-//! in the family that reads it, not an edit of every layer.
+//! to the runtime: a new kind of input is a new variant here and in the family that
+//! reads it, not an edit of every layer.
 
 /// One input to embed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Input {
-    /// A text, read by the backbone's tokenizer.
+    /// A text, read by a text backbone's tokenizer.
     Text(String),
+    /// An encoded picture (JPEG, PNG or WebP bytes), read by an image backbone.
+    Image(Vec<u8>),
 }
 
 impl Input {
@@ -14,6 +16,7 @@ impl Input {
     pub fn kind(&self) -> &'static str {
         match self {
             Input::Text(_) => "text",
+            Input::Image(_) => "image",
         }
     }
 
@@ -21,6 +24,7 @@ impl Input {
     pub fn text(&self) -> Option<&str> {
         match self {
             Input::Text(t) => Some(t),
+            Input::Image(_) => None,
         }
     }
 
@@ -29,7 +33,13 @@ impl Input {
     pub fn key_bytes(&self) -> (u8, &[u8]) {
         match self {
             Input::Text(t) => (0, t.as_bytes()),
+            Input::Image(b) => (1, b),
         }
+    }
+
+    /// Its size on the wire, in bytes.
+    pub fn byte_len(&self) -> usize {
+        self.key_bytes().1.len()
     }
 }
 
@@ -46,11 +56,19 @@ impl From<&str> for Input {
 }
 
 /// An input prepared for the runtime: token ids (special tokens included, truncated)
-/// for a text.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// for a text, normalised pixels for a picture.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Encoded {
     /// Token ids of a text.
     Tokens(Vec<u32>),
+    /// A preprocessed picture: channels first, `values` floats, and what it counts in
+    /// the batch policy's unit (its 16 x 16 patches).
+    Pixels {
+        /// 3 x side x side values.
+        values: Vec<f32>,
+        /// Patches, the unit passes are budgeted in.
+        cost: usize,
+    },
 }
 
 impl Default for Encoded {
@@ -60,11 +78,12 @@ impl Default for Encoded {
 }
 
 impl Encoded {
-    /// Its size in the unit passes are budgeted in (tokens; a future pixel input
-    /// counts its patches).
+    /// Its size in the unit passes are budgeted in (tokens; a picture counts its
+    /// patches).
     pub fn len(&self) -> usize {
         match self {
             Encoded::Tokens(ids) => ids.len(),
+            Encoded::Pixels { cost, .. } => *cost,
         }
     }
 
@@ -73,10 +92,11 @@ impl Encoded {
         self.len() == 0
     }
 
-    /// The token ids.
+    /// The token ids (none for a picture).
     pub fn tokens(&self) -> &[u32] {
         match self {
             Encoded::Tokens(ids) => ids,
+            Encoded::Pixels { .. } => &[],
         }
     }
 }

@@ -24,6 +24,7 @@ mod config;
 mod encoder;
 mod error;
 mod handle;
+mod image;
 mod input;
 mod options;
 mod pool;
@@ -41,7 +42,7 @@ pub use encoder::{Embeddings, Encoder};
 pub use error::{Error, Result};
 pub use handle::EncoderHandle;
 pub use input::{Encoded, Input};
-pub use options::{Backend, Device, Dtype, EncoderOptions};
+pub use options::{Backend, Device, Dtype, EncoderOptions, DEFAULT_MAX_IMAGE_PIXELS};
 pub use runtime::Padding;
 
 /// What a loaded backbone is: printed by `polyhead info`, recorded by heads.
@@ -51,9 +52,11 @@ pub struct BackboneInfo {
     pub name: String,
     /// The folder it was loaded from.
     pub model_dir: PathBuf,
+    /// What it reads: `text` or `image`.
+    pub input: String,
     /// Embedding width.
     pub dim: usize,
-    /// Inputs are truncated to this many tokens.
+    /// Inputs are truncated to this many tokens (0 for an image backbone).
     pub max_seq_length: usize,
     /// Pooling mode (`mean`, `cls`, ...).
     pub pooling: String,

@@ -223,6 +223,7 @@ pub struct EncoderOptions {
     pub(crate) onnx_dir: Option<PathBuf>,
     pub(crate) onnxruntime_lib: Option<PathBuf>,
     pub(crate) openvino_lib: Option<PathBuf>,
+    pub(crate) max_image_pixels: u64,
 }
 
 impl Default for EncoderOptions {
@@ -237,11 +238,23 @@ impl Default for EncoderOptions {
             onnx_dir: None,
             onnxruntime_lib: None,
             openvino_lib: None,
+            max_image_pixels: DEFAULT_MAX_IMAGE_PIXELS,
         }
     }
 }
 
+/// The largest picture an image backbone decodes by default: 36 megapixels (6000 x
+/// 6000, 108 MB as RGB).
+pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 36_000_000;
+
 impl EncoderOptions {
+    /// The most pixels a picture may declare (width x height) before it is decoded;
+    /// larger ones, and those whose resize would exceed it, are refused (default
+    /// [`DEFAULT_MAX_IMAGE_PIXELS`]); at least 1.
+    pub fn max_image_pixels(&mut self, pixels: u64) -> &mut Self {
+        self.max_image_pixels = pixels.max(1);
+        self
+    }
     /// What runs the transformer (default torch; the server's default is auto).
     pub fn backend(&mut self, backend: Backend) -> &mut Self {
         self.backend = backend;

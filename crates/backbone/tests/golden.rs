@@ -243,7 +243,11 @@ fn prefix_tokenization_equals_whole_text_tokenization() {
         "Straße İstanbul ǅungla ".repeat(2000),
     ];
     for (i, text) in cases.iter().enumerate() {
-        let whole = enc.tokenizer().encode(text.as_str(), true).unwrap();
+        let whole = enc
+            .tokenizer()
+            .unwrap()
+            .encode(text.as_str(), true)
+            .unwrap();
         let got = enc.tokenize(&[text.as_str()]).unwrap();
         assert_eq!(got[0], whole.get_ids(), "case {i}");
     }

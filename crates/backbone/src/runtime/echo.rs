@@ -12,6 +12,7 @@ pub(crate) static SPEC: RuntimeSpec = RuntimeSpec {
     cuda: false,
     auto_on_cpu: &[],
     load,
+    load_image: None,
 };
 
 struct Echo {

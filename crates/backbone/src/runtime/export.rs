@@ -117,3 +117,63 @@ pub(crate) fn file(runtime: &'static str, dir: &Path, file: &str) -> Result<Path
         ))
     }
 }
+
+/// `export.json` of an image backbone's folder (`scripts/export_image.py`).
+#[derive(Debug, Deserialize)]
+struct ImageExport {
+    format: String,
+    source_model_sha256: String,
+    files: std::collections::HashMap<String, String>,
+}
+
+/// What to run when an image backbone's folder is incomplete.
+const IMAGE_FIX: &str = "run scripts/setup.sh (or scripts/export_image.py MODEL_DIR)";
+
+/// The image backbone's graph of `kind` (`onnx`, `torchscript`) in `dir`, from its
+/// `export.json`, which must come from the weights `image_config.json` names.
+pub(crate) fn image_graph(
+    runtime: &'static str,
+    dir: &Path,
+    config: &crate::image::ImageConfig,
+    kind: &str,
+) -> Result<PathBuf> {
+    let meta_path = dir.join("export.json");
+    let bytes = std::fs::read(&meta_path).map_err(|e| {
+        missing(
+            runtime,
+            format!("{}: {e}; {IMAGE_FIX}", meta_path.display()),
+        )
+    })?;
+    let meta: ImageExport = serde_json::from_slice(&bytes).map_err(|e| {
+        missing(
+            runtime,
+            format!("{}: {e}; {IMAGE_FIX}", meta_path.display()),
+        )
+    })?;
+    if meta.format != "polyhead-image-v1" || meta.source_model_sha256 != config.source_model_sha256
+    {
+        return Err(missing(
+            runtime,
+            format!(
+                "{} (format {:?}) does not belong to its image_config.json; {IMAGE_FIX}",
+                meta_path.display(),
+                meta.format
+            ),
+        ));
+    }
+    let name = meta.files.get(kind).ok_or_else(|| {
+        missing(
+            runtime,
+            format!("{} lists no {kind} graph; {IMAGE_FIX}", meta_path.display()),
+        )
+    })?;
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(missing(
+            runtime,
+            format!("{} is missing; {IMAGE_FIX}", path.display()),
+        ))
+    }
+}

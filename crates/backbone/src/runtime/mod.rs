@@ -16,7 +16,7 @@
 )]
 use std::path::{Path, PathBuf};
 
-use crate::{config::BertConfig, Device, Dtype, EncoderOptions, Error, Result};
+use crate::{config::BertConfig, image::ImageConfig, Device, Dtype, EncoderOptions, Error, Result};
 
 #[cfg(test)]
 mod echo;
@@ -77,6 +77,15 @@ impl TokenBatch {
     }
 }
 
+/// A batch of preprocessed pictures for one pass: `rows` x 3 x `side` x `side`
+/// f32 values, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PixelBatch {
+    pub values: Vec<f32>,
+    pub rows: usize,
+    pub side: usize,
+}
+
 /// How a runtime wants the inputs of one pass laid out, which decides what a pass
 /// costs (see [`BatchPolicy`](crate::BatchPolicy)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +120,24 @@ pub(crate) trait Runtime: Send {
     fn health(&self) -> Result<usize> {
         Ok(self.forward(&TokenBatch::padded(&[&[0]]))?.len())
     }
+    /// Pooled features of a batch of pictures (rows x dim), for a runtime loaded on
+    /// an image backbone.
+    fn forward_pixels(&self, batch: &PixelBatch) -> Result<Vec<f32>> {
+        let _ = batch;
+        Err(Error::InvalidOption(
+            "this runtime was loaded on a text backbone; it embeds no pictures".into(),
+        ))
+    }
+}
+
+/// What loading a runtime on an image backbone gets: the folder, its config, the
+/// threads and the options (for the runtime's library).
+pub(crate) struct ImageLoad<'a> {
+    pub model_dir: &'a Path,
+    pub config: &'a ImageConfig,
+    pub device: Device,
+    pub threads: usize,
+    pub options: &'a EncoderOptions,
 }
 
 /// What loading a runtime gets: the checkpoint, the decided dtype and device, the
@@ -155,6 +182,8 @@ pub(crate) struct RuntimeSpec {
     /// Loads it. An [`Error::Export`] means its files are not there (or stale): `auto`
     /// then falls back to the reference runtime.
     pub load: fn(&LoadRequest<'_>) -> Result<Box<dyn Runtime>>,
+    /// Loads it on an image backbone, for a runtime that runs them (f32 only).
+    pub load_image: Option<fn(&ImageLoad<'_>) -> Result<Box<dyn Runtime>>>,
 }
 
 impl RuntimeSpec {
@@ -268,6 +297,64 @@ pub(crate) fn load(request: LoadRequest<'_>) -> Result<(&'static RuntimeSpec, Bo
                 return Err(refusal(reference, dtype, device));
             }
             Ok((reference, (reference.load)(&request)?))
+        }
+    }
+}
+
+/// Chooses and loads the runtime for an image backbone: the named one if it runs
+/// pictures, or under `auto` the first registered runtime that `auto` takes on a
+/// CPU and runs pictures, falling back (logged) to torch when its files are missing.
+/// Pictures run in f32 (`auto` too): the exported graphs are f32.
+pub(crate) fn load_image(
+    request: ImageLoad<'_>,
+) -> Result<(&'static RuntimeSpec, Box<dyn Runtime>)> {
+    let options = request.options;
+    if !matches!(options.dtype, Dtype::Auto | Dtype::F32) {
+        return Err(Error::InvalidOption(format!(
+            "image backbones run f32, not {} (use dtype = \"auto\" or \"f32\")",
+            options.dtype
+        )));
+    }
+    let runs_images: Vec<&str> = REGISTRY
+        .iter()
+        .filter(|s| s.load_image.is_some())
+        .map(|s| s.name)
+        .collect();
+    let refuse = |spec: &RuntimeSpec| {
+        Error::InvalidOption(format!(
+            "the {} backend runs text backbones only; image backbones run on {}",
+            spec.name,
+            runs_images.join(" or ")
+        ))
+    };
+    match options.backend.name() {
+        Some(name) => {
+            let spec = spec(name).ok_or_else(|| unknown(name))?;
+            let load = spec.load_image.ok_or_else(|| refuse(spec))?;
+            if request.device != Device::Cpu && !spec.cuda {
+                return Err(refusal(spec, Dtype::F32, request.device));
+            }
+            Ok((spec, load(&request)?))
+        }
+        None => {
+            let reference = spec(REFERENCE).ok_or_else(|| unknown(REFERENCE))?;
+            if request.device == Device::Cpu {
+                let preferred = REGISTRY
+                    .iter()
+                    .copied()
+                    .find(|s| !s.auto_on_cpu.is_empty() && s.load_image.is_some());
+                if let Some((spec, load)) = preferred.and_then(|s| Some((s, s.load_image?))) {
+                    match load(&request) {
+                        Ok(runtime) => return Ok((spec, runtime)),
+                        Err(e @ Error::Export { .. }) => {
+                            tracing::warn!(reason = %e, "backend auto: no usable image graph, using torch");
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            let load = reference.load_image.ok_or_else(|| refuse(reference))?;
+            Ok((reference, load(&request)?))
         }
     }
 }

@@ -13,8 +13,8 @@ use ort::{
 };
 
 use super::{
-    export::{file, library, read_meta},
-    LoadRequest, Runtime, RuntimeSpec, TokenBatch,
+    export::{file, image_graph, library, read_meta},
+    ImageLoad, LoadRequest, PixelBatch, Runtime, RuntimeSpec, TokenBatch,
 };
 use crate::{Dtype, Error, Result};
 
@@ -28,6 +28,7 @@ pub(crate) static SPEC: RuntimeSpec = RuntimeSpec {
     cuda: false,
     auto_on_cpu: &[Dtype::F32, Dtype::Int8],
     load,
+    load_image: Some(load_image),
 };
 
 fn fail(e: impl std::fmt::Display) -> Error {
@@ -62,6 +63,95 @@ fn load(request: &LoadRequest<'_>) -> Result<Box<dyn Runtime>> {
         request.dtype,
     )?;
     Ok(Box::new(runtime))
+}
+
+/// The image backbone's graph (pixels in, pooled features out) in its folder.
+fn load_image(request: &ImageLoad<'_>) -> Result<Box<dyn Runtime>> {
+    let model = image_graph(NAME, request.model_dir, request.config, "onnx")?;
+    let lib = library(
+        NAME,
+        request.options.onnxruntime_lib.as_deref(),
+        Some("ORT_DYLIB_PATH"),
+        request.model_dir.join("libonnxruntime.so"),
+        "ONNX Runtime (set backbone.onnxruntime_lib or ORT_DYLIB_PATH)",
+    )?;
+    let session = session(&model, &lib, request.threads)?;
+    let input = match session.inputs() {
+        [one] => one.name().to_owned(),
+        other => {
+            return Err(fail(format!(
+                "the image graph takes {} inputs; polyhead feeds one (pixels)",
+                other.len()
+            )))
+        }
+    };
+    Ok(Box::new(OnnxImage {
+        session: Mutex::new(session),
+        input,
+        dim: request.config.dim,
+    }))
+}
+
+/// One ONNX Runtime session over an image backbone's graph.
+struct OnnxImage {
+    session: Mutex<Session>,
+    input: String,
+    dim: usize,
+}
+
+impl Runtime for OnnxImage {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+
+    fn forward(&self, _: &TokenBatch) -> Result<Vec<f32>> {
+        Err(fail(
+            "this is an image backbone: it embeds pictures, not tokens",
+        ))
+    }
+
+    fn health(&self) -> Result<usize> {
+        Ok(self.dim)
+    }
+
+    fn forward_pixels(&self, batch: &PixelBatch) -> Result<Vec<f32>> {
+        let shape = [batch.rows, 3, batch.side, batch.side];
+        let tensor = Tensor::from_array((shape, batch.values.clone())).map_err(fail)?;
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| fail("session lock poisoned"))?;
+        let outputs = session
+            .run(vec![(self.input.as_str(), tensor)])
+            .map_err(fail)?;
+        let (out_shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(fail)?;
+        let want = [batch.rows as i64, self.dim as i64];
+        if out_shape.as_ref() != want {
+            return Err(fail(format!(
+                "the image graph returned shape {:?}, expected {want:?}",
+                out_shape.as_ref()
+            )));
+        }
+        Ok(data.to_vec())
+    }
+}
+
+/// A session over `model` with `threads` intra-op threads.
+fn session(model: &Path, lib: &Path, threads: usize) -> Result<Session> {
+    let env = runtime(lib)?;
+    Session::builder(env)
+        .map_err(fail)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(fail)?
+        .with_intra_threads(threads)
+        .map_err(fail)?
+        .with_inter_threads(1)
+        .map_err(fail)?
+        // The pool's threads spin briefly between operators (ONNX Runtime's
+        // default): measured over gRPC, turning it off cost 10-25% of throughput
+        // and 3 ms of single-text latency (BENCHMARKS.md).
+        .commit_from_file(model)
+        .map_err(fail)
 }
 
 /// ONNX Runtime's environment is per process and its library can be loaded once:
@@ -128,20 +218,7 @@ struct OnnxModel {
 impl OnnxModel {
     /// Opens `model` with `threads` intra-op threads.
     fn load(model: &Path, lib: &Path, threads: usize, hidden: usize, dtype: Dtype) -> Result<Self> {
-        let env = runtime(lib)?;
-        let session = Session::builder(env)
-            .map_err(fail)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(fail)?
-            .with_intra_threads(threads)
-            .map_err(fail)?
-            .with_inter_threads(1)
-            .map_err(fail)?
-            // The pool's threads spin briefly between operators (ONNX Runtime's
-            // default): measured over gRPC, turning it off cost 10-25% of throughput
-            // and 3 ms of single-text latency (BENCHMARKS.md).
-            .commit_from_file(model)
-            .map_err(fail)?;
+        let session = session(model, lib, threads)?;
         let inputs = session
             .inputs()
             .iter()

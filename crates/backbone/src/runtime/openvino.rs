@@ -30,6 +30,7 @@ pub(crate) static SPEC: RuntimeSpec = RuntimeSpec {
     cuda: false,
     auto_on_cpu: &[Dtype::Bf16],
     load,
+    load_image: None,
 };
 
 fn fail(message: String) -> Error {

@@ -4,7 +4,9 @@
 //! is there. It owns libtorch's thread setting.
 use tch::{nn::VarStore, Kind, Tensor};
 
-use super::{LoadRequest, Runtime, RuntimeSpec, TokenBatch};
+use super::{
+    export::image_graph, ImageLoad, LoadRequest, PixelBatch, Runtime, RuntimeSpec, TokenBatch,
+};
 use crate::{bert::Bert, weights, Device, Dtype, Error, Result};
 
 const NAME: &str = "torch";
@@ -17,6 +19,7 @@ pub(crate) static SPEC: RuntimeSpec = RuntimeSpec {
     cuda: true,
     auto_on_cpu: &[],
     load,
+    load_image: Some(load_image),
 };
 
 impl From<tch::TchError> for Error {
@@ -95,5 +98,66 @@ impl Runtime for TorchModel {
         let states = tch::no_grad(|| self.bert.forward(&ids, &mask).to_kind(Kind::Float));
         let states = states.to_device(tch::Device::Cpu).contiguous();
         Ok(Vec::<f32>::try_from(states.view([-1]))?)
+    }
+}
+
+/// An image backbone as TorchScript (`model.pt`, traced by the exporter).
+struct TorchImage {
+    module: tch::CModule,
+    device: tch::Device,
+    dim: usize,
+}
+
+fn load_image(request: &ImageLoad<'_>) -> Result<Box<dyn Runtime>> {
+    tch::set_num_threads(i32::try_from(request.threads).unwrap_or(i32::MAX));
+    let device = to_tch(request.device)?;
+    let path = image_graph(NAME, request.model_dir, request.config, "torchscript")?;
+    let mut module = tch::CModule::load_on_device(&path, device)?;
+    module.set_eval();
+    Ok(Box::new(TorchImage {
+        module,
+        device,
+        dim: request.config.dim,
+    }))
+}
+
+impl Runtime for TorchImage {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+
+    fn forward(&self, _: &TokenBatch) -> Result<Vec<f32>> {
+        Err(Error::Runtime {
+            runtime: NAME,
+            message: "this is an image backbone: it embeds pictures, not tokens".into(),
+        })
+    }
+
+    fn health(&self) -> Result<usize> {
+        Ok(self.dim)
+    }
+
+    fn forward_pixels(&self, batch: &PixelBatch) -> Result<Vec<f32>> {
+        let side = batch.side as i64;
+        let x = Tensor::from_slice(&batch.values)
+            .view([batch.rows as i64, 3, side, side])
+            .to_device(self.device);
+        let out = tch::no_grad(|| self.module.forward_ts(&[x]))?;
+        let out = out
+            .to_kind(Kind::Float)
+            .to_device(tch::Device::Cpu)
+            .contiguous();
+        if out.size() != [batch.rows as i64, self.dim as i64] {
+            return Err(Error::Runtime {
+                runtime: NAME,
+                message: format!(
+                    "the image module returned shape {:?}, expected [{}, {}]",
+                    out.size(),
+                    batch.rows,
+                    self.dim
+                ),
+            });
+        }
+        Ok(Vec::<f32>::try_from(out.view([-1]))?)
     }
 }
