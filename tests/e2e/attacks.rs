@@ -29,6 +29,7 @@ async fn a_reader_that_never_reads_cannot_grow_the_servers_memory() {
     let mut client = server.inference().await;
     let embed = EmbedRequest {
         texts: batch.clone(),
+        ..Default::default()
     };
     client.embed(embed.clone()).await.unwrap(); // cached from now on
     let mut conn = raw::RawConnection::open(&server.addr, 0).await;
@@ -91,6 +92,7 @@ async fn the_memory_of_released_answers_goes_back_to_the_os() {
     server.wait_serving().await;
     let embed = EmbedRequest {
         texts: texts("released", 256),
+        ..Default::default()
     };
     server.inference().await.embed(embed.clone()).await.unwrap();
     let before = server.rss_kib();
@@ -207,6 +209,7 @@ async fn a_request_at_the_limits_does_not_hold_the_model_thread() {
             task: "a".into(),
             texts: long("over", 129),
             top_k: 1,
+            ..Default::default()
         })
         .await;
     let e = r.unwrap_err();
@@ -226,6 +229,7 @@ async fn a_request_at_the_limits_does_not_hold_the_model_thread() {
                 task: "a".into(),
                 texts,
                 top_k: 1,
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -269,6 +273,7 @@ async fn a_request_at_the_limits_does_not_hold_the_model_thread() {
         task: "a".into(),
         texts: long("abandoned", 128),
         top_k: 1,
+        ..Default::default()
     });
     request.set_timeout(Duration::from_millis(1500));
     let r = client.clone().classify(request).await;

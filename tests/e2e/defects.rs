@@ -37,6 +37,7 @@ async fn blank_texts_are_refused() {
         let r = client
             .embed(EmbedRequest {
                 texts: vec![blank.into()],
+                ..Default::default()
             })
             .await;
         assert_eq!(code(r), Code::InvalidArgument, "{blank:?}");

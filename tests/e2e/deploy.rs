@@ -39,6 +39,7 @@ async fn the_live_scrape_passes_promtool_and_feeds_every_alert_and_panel() {
         task: "deploy".into(),
         texts: texts("scrape", 3),
         top_k: 1,
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -47,6 +48,7 @@ async fn the_live_scrape_passes_promtool_and_feeds_every_alert_and_panel() {
             task: "missing".into(),
             texts: texts("scrape", 1),
             top_k: 1,
+            ..Default::default()
         })
         .await;
     // The watcher has synced at least once (store_up is set by it).

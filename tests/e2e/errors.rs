@@ -62,6 +62,7 @@ fn classify(texts: Vec<String>, task: &str) -> ClassifyRequest {
         task: task.into(),
         texts,
         top_k: 0,
+        ..Default::default()
     }
 }
 
@@ -128,7 +129,14 @@ async fn bad_inference_input_is_invalid_argument_not_found_or_too_large() {
         Code::InvalidArgument
     );
     assert_eq!(
-        code(client.embed(EmbedRequest { texts: vec![] }).await),
+        code(
+            client
+                .embed(EmbedRequest {
+                    texts: vec![],
+                    ..Default::default()
+                })
+                .await
+        ),
         Code::InvalidArgument
     );
     let too_big = client
@@ -381,7 +389,14 @@ async fn overload_is_resource_exhausted_at_once() {
             .map(|j| format!("{i} {j} some longer text to embed. ").repeat(20))
             .collect();
         calls.push(tokio::spawn(async move {
-            code(client.embed(EmbedRequest { texts }).await)
+            code(
+                client
+                    .embed(EmbedRequest {
+                        texts,
+                        ..Default::default()
+                    })
+                    .await,
+            )
         }));
     }
     let mut codes = Vec::new();

@@ -140,6 +140,7 @@ pub fn one(task: &str, text: &str) -> polyhead_api::v1::ClassifyRequest {
         task: task.into(),
         texts: vec![text.into()],
         top_k: 1,
+        ..Default::default()
     }
 }
 

@@ -41,6 +41,7 @@ async fn classify_multi_is_bounded() {
         tasks: tasks.into_iter().map(String::from).collect(),
         texts: texts("multi", n),
         top_k: 0,
+        ..Default::default()
     };
     let r = client
         .classify_multi(multi(vec!["a"; 10_000], 2))
@@ -195,6 +196,7 @@ async fn cancelled_and_late_requests_are_counted_and_released() {
                     task: "a".into(),
                     texts: texts(&format!("late {i}"), 16),
                     top_k: 1,
+                    ..Default::default()
                 });
                 // Long enough that the request surely reaches the server (a 2 ms
                 // deadline can expire in the client before the request is sent, and
@@ -236,6 +238,7 @@ async fn cancelled_and_late_requests_are_counted_and_released() {
                     task: "a".into(),
                     texts: texts(&format!("gone {i}"), 32),
                     top_k: 1,
+                    ..Default::default()
                 };
                 let _ = c.classify(r).await;
             })
@@ -270,6 +273,7 @@ async fn cancelled_and_late_requests_are_counted_and_released() {
         .await
         .embed(EmbedRequest {
             texts: texts("slow", 64),
+            ..Default::default()
         })
         .await;
     assert_eq!(code(r), Code::DeadlineExceeded);
@@ -319,6 +323,7 @@ async fn bad_messages_get_documented_codes_and_gzip_works() {
     let r = client
         .embed(EmbedRequest {
             texts: texts("big", 100),
+            ..Default::default()
         })
         .await;
     assert_eq!(code(r), Code::ResourceExhausted);
@@ -332,6 +337,7 @@ async fn bad_messages_get_documented_codes_and_gzip_works() {
             task: "a".into(),
             texts: texts("gzip", 3),
             top_k: 1,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -350,6 +356,7 @@ async fn large_requests_do_not_stall_cached_ones() {
         task: "a".into(),
         texts: vec!["cached".into()],
         top_k: 1,
+        ..Default::default()
     };
     client.clone().classify(small.clone()).await.unwrap();
     let word = "lorem ipsum dolor sit amet consectetur ";
@@ -365,6 +372,7 @@ async fn large_requests_do_not_stall_cached_ones() {
                     task: "a".into(),
                     texts,
                     top_k: 1,
+                    ..Default::default()
                 })
                 .await
                 .unwrap();
@@ -415,6 +423,7 @@ async fn damaged_store_state_stays_with_its_task() {
         task: task.into(),
         texts: vec!["x".into()],
         top_k: 1,
+        ..Default::default()
     };
     assert_eq!(
         client

@@ -39,6 +39,7 @@ async fn http_answers_as_grpc_does_in_all_three_dialects() {
             task: "a".into(),
             texts: texts.clone(),
             top_k: 2,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -77,6 +78,7 @@ async fn http_answers_as_grpc_does_in_all_three_dialects() {
     let rows = grpc
         .embed(EmbedRequest {
             texts: texts.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -24,6 +24,7 @@ async fn overload_is_refused_with_resource_exhausted() {
                         task: "a".into(),
                         texts: texts(&format!("load {i}"), 8),
                         top_k: 1,
+                        ..Default::default()
                     })
                     .await;
                 (code(r), t.elapsed())
@@ -54,6 +55,7 @@ async fn overload_is_refused_with_resource_exhausted() {
             task: "a".into(),
             texts: texts("after", 1),
             top_k: 1,
+            ..Default::default()
         })
         .await;
     assert_eq!(code(r), Code::Ok);
@@ -92,6 +94,7 @@ async fn soak_under_swaps_and_training() {
                             task: task.into(),
                             texts: vec![text],
                             top_k: 1,
+                            ..Default::default()
                         })
                         .await
                     {

@@ -39,6 +39,7 @@ impl Caller {
                         task: "a".into(),
                         texts: vec![format!("a one-text call number {i} {}", rand_tag())],
                         top_k: 1,
+                        ..Default::default()
                     })
                     .await;
                 match r {
@@ -100,6 +101,7 @@ async fn measure_slow_reader() {
     let server = serving().await;
     let embed = EmbedRequest {
         texts: texts("slow reader", 256),
+        ..Default::default()
     };
     server.inference().await.embed(embed.clone()).await.unwrap();
     let rss_before = server.rss_kib();
@@ -228,6 +230,7 @@ async fn measure_at_the_limits() {
             task: "a".into(),
             texts: huge,
             top_k: 1,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -242,6 +245,7 @@ async fn measure_at_the_limits() {
                 task: "a".into(),
                 texts: long_texts("big", 128),
                 top_k: 1,
+                ..Default::default()
             })
             .await
             .unwrap();

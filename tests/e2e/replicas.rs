@@ -32,6 +32,7 @@ async fn served_version(server: &Server, task: &str) -> u64 {
         task: task.into(),
         texts: vec!["hello".into()],
         top_k: 1,
+        ..Default::default()
     })
     .await
     .map_or(0, |r| r.into_inner().head_version)
@@ -213,6 +214,7 @@ async fn a_database_outage_fails_no_classify_and_replicas_catch_up() {
                         task: "steady".into(),
                         texts: texts(&format!("outage caller {c} call {i}"), 1),
                         top_k: 1,
+                        ..Default::default()
                     })
                     .await;
                 match r {
@@ -321,6 +323,7 @@ async fn requests_are_logged_with_their_id_and_admin_changes_audited() {
         task: "logged".into(),
         texts: vec!["hello there".into()],
         top_k: 1,
+        ..Default::default()
     });
     request
         .metadata_mut()
@@ -343,6 +346,7 @@ async fn requests_are_logged_with_their_id_and_admin_changes_audited() {
             task: "nope".into(),
             texts: vec!["x".into()],
             top_k: 1,
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -91,7 +91,10 @@ async fn health_info_and_cli_parity() {
     // Embed == `polyhead embed` for the same texts.
     let t = texts();
     let emb = client
-        .embed(EmbedRequest { texts: t.clone() })
+        .embed(EmbedRequest {
+            texts: t.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -108,6 +111,7 @@ async fn health_info_and_cli_parity() {
             task: "spam".into(),
             texts: t.clone(),
             top_k: 0,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -187,7 +191,10 @@ async fn every_cpu_backend_serves_the_reference_embeddings() {
             (backend, "f32")
         );
         let emb = client
-            .embed(EmbedRequest { texts: t.clone() })
+            .embed(EmbedRequest {
+                texts: t.clone(),
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
@@ -215,6 +222,7 @@ async fn classify_multi_runs_the_backbone_once_per_text() {
             tasks: tasks.clone(),
             texts: fresh.clone(),
             top_k: 1,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -233,6 +241,7 @@ async fn classify_multi_runs_the_backbone_once_per_text() {
                 task: resp.task.clone(),
                 texts: fresh.clone(),
                 top_k: 1,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -256,6 +265,7 @@ async fn classify_multi_runs_the_backbone_once_per_text() {
             tasks: vec![],
             texts: fresh,
             top_k: 0,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -301,6 +311,7 @@ async fn head_trained_by_another_process_goes_live_within_2s_and_metrics_are_exp
                 task: "from-cli".into(),
                 texts: vec!["free money".into()],
                 top_k: 0,
+                ..Default::default()
             })
             .await;
         match r {
@@ -348,7 +359,14 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let long: Vec<String> = (0..128)
         .map(|i| format!("{i} a long text about transfer learning. ").repeat(40))
         .collect();
-    let call = tokio::spawn(async move { client.embed(EmbedRequest { texts: long }).await });
+    let call = tokio::spawn(async move {
+        client
+            .embed(EmbedRequest {
+                texts: long,
+                ..Default::default()
+            })
+            .await
+    });
     let deadline = Instant::now() + Duration::from_secs(30);
     while server.metric("polyhead_in_flight_requests") < 1.0 {
         assert!(Instant::now() < deadline, "request never became in-flight");

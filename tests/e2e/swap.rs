@@ -60,6 +60,7 @@ async fn hot_swap_under_load_fails_no_request() {
                         task: "swap".into(),
                         texts,
                         top_k: 0,
+                        ..Default::default()
                     })
                     .await;
                 let end = Instant::now();
@@ -110,6 +111,7 @@ async fn hot_swap_under_load_fails_no_request() {
                 task: "swap".into(),
                 texts: vec!["hello".into()],
                 top_k: 0,
+                ..Default::default()
             })
             .await
             .unwrap();

@@ -92,8 +92,12 @@ pub struct ClassifyArgs {
     /// Bearer token, when the server protects inference.
     #[arg(long, env = "POLYHEAD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Texts to classify (or use --input).
+    /// Texts to classify (or use --input, or --image).
     pub texts: Vec<String>,
+    /// A picture to classify (JPEG, PNG or WebP; repeat for several), for a server
+    /// whose backbone reads images. Each output line names its file in "image".
+    #[arg(long = "image", value_name = "FILE", conflicts_with_all = ["texts", "input"])]
+    pub images: Vec<PathBuf>,
     /// Classify a file (`-` = standard input): JSONL rows with a "text" field (other
     /// fields, such as a label, are copied to the output), CSV with a text column, or
     /// plain text, one text per line. Streamed in batches.
@@ -118,6 +122,8 @@ pub struct ClassifyArgs {
 /// One input row: its text and the other fields to carry to the output.
 struct Row {
     text: String,
+    /// A picture's file, for an image row.
+    image: Option<PathBuf>,
     extra: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -165,6 +171,7 @@ fn read_rows(path: &Path, format: Option<&str>, column: &str) -> Result<Vec<Row>
             for line in text.lines() {
                 rows.push(Row {
                     text: line.to_owned(),
+                    image: None,
                     extra: serde_json::Map::new(),
                 });
             }
@@ -191,7 +198,11 @@ fn read_rows(path: &Path, format: Option<&str>, column: &str) -> Result<Vec<Row>
                         )));
                     }
                 };
-                rows.push(Row { text, extra: obj });
+                rows.push(Row {
+                    text,
+                    image: None,
+                    extra: obj,
+                });
             }
         }
         "csv" => {
@@ -214,6 +225,7 @@ fn read_rows(path: &Path, format: Option<&str>, column: &str) -> Result<Vec<Row>
                 }
                 rows.push(Row {
                     text: record.get(col).unwrap_or_default().to_owned(),
+                    image: None,
                     extra,
                 });
             }
@@ -296,15 +308,26 @@ fn speaks_http1(addr: &str) -> bool {
 pub fn classify(args: &ClassifyArgs) -> Result<()> {
     let rows = match &args.input {
         Some(path) => read_rows(path, args.input_format.as_deref(), &args.text_column)?,
+        None if !args.images.is_empty() => args
+            .images
+            .iter()
+            .map(|p| Row {
+                text: String::new(),
+                image: Some(p.clone()),
+                extra: serde_json::Map::new(),
+            })
+            .collect(),
         None => args
             .texts
             .iter()
             .map(|t| Row {
                 text: t.clone(),
+                image: None,
                 extra: serde_json::Map::new(),
             })
             .collect(),
     };
+
     let mut out: Box<dyn Write> = match &args.output {
         Some(p) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
@@ -337,9 +360,19 @@ pub fn classify(args: &ClassifyArgs) -> Result<()> {
             ))
         })?;
         for chunk in rows.chunks(args.batch.max(1)) {
+            let images = chunk
+                .iter()
+                .filter_map(|r| r.image.as_ref())
+                .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+                .collect::<Result<Vec<_>>>()?;
+            let texts = match images.is_empty() {
+                true => chunk.iter().map(|r| r.text.clone()).collect(),
+                false => Vec::new(),
+            };
             let mut request = tonic::Request::new(ClassifyRequest {
                 task: args.task.clone(),
-                texts: chunk.iter().map(|r| r.text.clone()).collect(),
+                texts,
+                images,
                 top_k: args.top_k,
             });
             if let Some(t) = &args.token {
@@ -364,8 +397,12 @@ pub fn classify(args: &ClassifyArgs) -> Result<()> {
                 if let Some(l) = line.remove("label") {
                     line.insert("true_label".into(), l);
                 }
+                let input = match &row.image {
+                    Some(p) => ("image", serde_json::json!(p.display().to_string())),
+                    None => ("text", serde_json::json!(row.text)),
+                };
                 for (k, v) in [
-                    ("text", serde_json::json!(row.text)),
+                    input,
                     ("label", serde_json::json!(c.label)),
                     ("score", serde_json::json!(c.score)),
                     ("scores", serde_json::json!(scores)),

@@ -174,6 +174,7 @@ impl Load {
                 tasks: a.task.clone(),
                 texts,
                 top_k: 1,
+                ..Default::default()
             });
             client.classify_multi(req).await.map(drop)
         } else {
@@ -181,6 +182,7 @@ impl Load {
                 task: a.task[n as usize % a.task.len()].clone(),
                 texts,
                 top_k: 1,
+                ..Default::default()
             });
             client.classify(req).await.map(drop)
         };

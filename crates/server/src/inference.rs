@@ -53,9 +53,40 @@ pub(crate) fn task_label(engine: &ReadyEngine, task: &str) -> String {
     }
 }
 
-/// A request's texts as inputs (moved, not copied).
-fn texts_in(texts: Vec<String>) -> Vec<Input> {
-    texts.into_iter().map(Input::Text).collect()
+/// A request's inputs (moved, not copied): its texts or its pictures, checked
+/// against the limits and against what the backbone reads.
+fn inputs_of(
+    engine: &Engine,
+    texts: Vec<String>,
+    images: Vec<Vec<u8>>,
+) -> Result<Vec<Input>, ServerError> {
+    let path = engine.inference();
+    let reads = path.info().input.as_str();
+    match (texts.is_empty(), images.is_empty(), reads) {
+        (false, false, _) => Err(ServerError::InvalidArgument(
+            "send texts or images, not both in one request".into(),
+        )),
+        (true, false, "image") => {
+            path.validate_images(&images)?;
+            Ok(images.into_iter().map(Input::Image).collect())
+        }
+        (true, false, _) => Err(ServerError::InvalidArgument(format!(
+            "this server's backbone ({}) reads texts: send texts, not images",
+            path.info().name
+        ))),
+        (false, true, "image") => Err(ServerError::InvalidArgument(format!(
+            "this server's backbone ({}) reads images: send images (JPEG, PNG or WebP \
+             bytes), not texts",
+            path.info().name
+        ))),
+        (true, true, "image") => Err(ServerError::InvalidArgument(
+            "images is empty: send at least one picture".into(),
+        )),
+        _ => {
+            path.validate_texts(&texts)?;
+            Ok(texts.into_iter().map(Input::Text).collect())
+        }
+    }
 }
 
 /// One page of ListTasks: tasks after `page_token` in name order, at most
@@ -140,11 +171,10 @@ impl Inference for InferenceService {
             let head = engine.heads().registry().get(&req.task).ok_or_else(|| {
                 ServerError::NotFound(format!("task {:?} has no active head", req.task))
             })?;
-            engine.inference().validate_texts(&req.texts)?;
+            let inputs = inputs_of(&engine, req.texts, req.images)?;
             engine
                 .inference()
-                .check_scores(req.texts.len() * top_k_of(&head, req.top_k))?;
-            let inputs = texts_in(req.texts);
+                .check_scores(inputs.len() * top_k_of(&head, req.top_k))?;
             let features = engine.inference().features(&inputs, deadline).await?;
             InferencePath::classify_with(&head, &features, &inputs, req.top_k).map(classify_msg)
         })
@@ -162,11 +192,10 @@ impl Inference for InferenceService {
         observe(info, self.limits, deadline, async move {
             let engine = ready(&self.engine)?;
             let _permit = engine.inference().admit()?;
-            engine.inference().validate_texts(&req.texts)?;
+            let inputs = inputs_of(&engine, req.texts, req.images)?;
             // Each task once, within the limits, before any backbone work.
-            let heads = engine.heads_for(&req.tasks, req.texts.len(), req.top_k)?;
+            let heads = engine.heads_for(&req.tasks, inputs.len(), req.top_k)?;
             // One backbone pass for all the heads.
-            let inputs = texts_in(req.texts);
             let features = engine.inference().features(&inputs, deadline).await?;
             let responses = heads
                 .iter()
@@ -189,11 +218,8 @@ impl Inference for InferenceService {
         observe(info, self.limits, deadline, async move {
             let engine = ready(&self.engine)?;
             let _permit = engine.inference().admit()?;
-            engine.inference().validate_texts(&req.texts)?;
-            let features = engine
-                .inference()
-                .features(&texts_in(req.texts), deadline)
-                .await?;
+            let inputs = inputs_of(&engine, req.texts, req.images)?;
+            let features = engine.inference().features(&inputs, deadline).await?;
             Ok(EmbedResponse {
                 dim: engine.info().dim as u32,
                 embeddings: features
@@ -271,6 +297,7 @@ impl Inference for InferenceService {
                     device: info.device.clone(),
                     dtype: info.dtype.clone(),
                     backend: info.backend.clone(),
+                    input: info.input.clone(),
                     server_version: env!("CARGO_PKG_VERSION").into(),
                 })
             },

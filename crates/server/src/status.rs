@@ -76,7 +76,9 @@ impl From<ServerError> for Status {
             ServerError::FailedPrecondition(_) => Code::FailedPrecondition,
             ServerError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ServerError::Internal(_) => Code::Internal,
-            ServerError::Backbone(polyhead_backbone::Error::Tokenize(_)) => Code::InvalidArgument,
+            ServerError::Backbone(
+                polyhead_backbone::Error::Tokenize(_) | polyhead_backbone::Error::Input(_),
+            ) => Code::InvalidArgument,
             ServerError::Backbone(polyhead_backbone::Error::Stopped) => Code::Unavailable,
             ServerError::Backbone(_) => Code::Internal,
             ServerError::Heads(h) => heads_code(h),
@@ -88,6 +90,9 @@ impl From<ServerError> for Status {
             ServerError::Trainer(T::DeadlineExceeded(_)) => Code::DeadlineExceeded,
             ServerError::Trainer(T::Backbone(polyhead_backbone::Error::Stopped)) => {
                 Code::Unavailable
+            }
+            ServerError::Trainer(T::Backbone(polyhead_backbone::Error::Input(_))) => {
+                Code::InvalidArgument
             }
             ServerError::Trainer(T::Backbone(_) | T::Io { .. } | T::Torch(_)) => Code::Internal,
         };

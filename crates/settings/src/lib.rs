@@ -55,6 +55,8 @@ pub struct BackboneSettings {
     /// Most tokens (padding included) per forward pass: the longest any work holds
     /// the model thread.
     pub max_pass_tokens: usize,
+    /// Most pixels a picture may declare before it is decoded (an image backbone).
+    pub max_image_pixels: u64,
 }
 
 /// `[store]`.
@@ -116,6 +118,10 @@ pub struct ServerSettings {
     pub max_connection_age_s: u64,
     /// Most bytes per text.
     pub max_text_bytes: usize,
+    /// Most pictures per request (an image backbone).
+    pub max_images: usize,
+    /// Most bytes per encoded picture.
+    pub max_image_bytes: usize,
     /// Largest gRPC message.
     pub max_message_bytes: usize,
     /// Token budget of one batch: the tokens its forward passes compute, padding
@@ -237,6 +243,12 @@ impl Settings {
         for (key, v) in [
             ("server.max_texts", self.server.max_texts),
             ("server.max_text_bytes", self.server.max_text_bytes),
+            ("server.max_images", self.server.max_images),
+            ("server.max_image_bytes", self.server.max_image_bytes),
+            (
+                "backbone.max_image_pixels",
+                usize::try_from(self.backbone.max_image_pixels).unwrap_or(usize::MAX),
+            ),
             ("server.max_message_bytes", self.server.max_message_bytes),
             ("server.max_batch_tokens", self.server.max_batch_tokens),
             ("server.max_request_tokens", self.server.max_request_tokens),
@@ -315,7 +327,8 @@ impl Settings {
             .dtype(self.backbone.dtype)
             .threads(self.backbone.threads)
             .batch_size(self.backbone.batch_size)
-            .max_pass_tokens(self.backbone.max_pass_tokens);
+            .max_pass_tokens(self.backbone.max_pass_tokens)
+            .max_image_pixels(self.backbone.max_image_pixels);
         o
     }
 

@@ -79,6 +79,30 @@ impl InferencePath {
         check_texts(&self.limits, texts)
     }
 
+    /// Checks the pictures of a request against the configured limits.
+    pub fn validate_images(&self, images: &[Vec<u8>]) -> Result<(), ServerError> {
+        let max = self.limits.max_images;
+        if images.len() > max {
+            return Err(ServerError::InvalidArgument(format!(
+                "{} images in one request; the limit is {max} (server.max_images)",
+                images.len()
+            )));
+        }
+        let max = self.limits.max_image_bytes;
+        if let Some((i, b)) = images.iter().enumerate().find(|(_, b)| b.len() > max) {
+            return Err(ServerError::InvalidArgument(format!(
+                "image {i} has {} bytes; the limit is {max} (server.max_image_bytes)",
+                b.len()
+            )));
+        }
+        if let Some(i) = images.iter().position(Vec::is_empty) {
+            return Err(ServerError::InvalidArgument(format!(
+                "image {i} is empty (0 bytes)"
+            )));
+        }
+        Ok(())
+    }
+
     /// Refuses an answer of more than `server.max_scores_per_response` label scores.
     pub fn check_scores(&self, scores: usize) -> Result<(), ServerError> {
         let max = self.limits.max_scores_per_response;
@@ -124,10 +148,18 @@ impl InferencePath {
             let tokens: usize = ids.iter().map(Encoded::len).sum();
             let max = self.limits.max_request_tokens;
             if tokens > max {
-                return Err(ServerError::InvalidArgument(format!(
-                    "the texts hold {tokens} tokens after truncation; the limit is {max} \
-                     (server.max_request_tokens): send fewer or shorter texts per request"
-                )));
+                return Err(ServerError::InvalidArgument(
+                    match self.info().input.as_str() {
+                        "image" => format!(
+                            "the images count {tokens} patches; the limit is {max} \
+                         (server.max_request_tokens): send fewer images per request"
+                        ),
+                        _ => format!(
+                            "the texts hold {tokens} tokens after truncation; the limit is {max} \
+                         (server.max_request_tokens): send fewer or shorter texts per request"
+                        ),
+                    },
+                ));
             }
             let started = Instant::now();
             let emb = self.batcher.embed(ids, deadline).await?;

@@ -239,6 +239,7 @@ async fn run_infer(
         task: model,
         texts,
         top_k,
+        images: Vec::new(),
     };
     let (r, hold) = api
         .call("Classify", &parts, req, |s, r| async move {

@@ -35,7 +35,7 @@ pub(super) async fn info(State(api): State<Api>, parts: Parts) -> Result<Answer,
         json!({
             "backbone": i.backbone, "dim": i.dim, "fingerprint": i.fingerprint,
             "max_seq_length": i.max_seq_length, "device": i.device, "dtype": i.dtype,
-            "backend": i.backend, "server_version": i.server_version,
+            "backend": i.backend, "input": i.input, "server_version": i.server_version,
         }),
         hold,
     ))
@@ -124,7 +124,11 @@ pub(super) async fn get_task(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ClassifyBody {
+    #[serde(default)]
     texts: Vec<String>,
+    /// Pictures, base64 (standard alphabet, padded) of JPEG, PNG or WebP bytes.
+    #[serde(default)]
+    images: Vec<String>,
     #[serde(default)]
     top_k: u32,
 }
@@ -154,6 +158,7 @@ pub(super) async fn classify(
     let req = ClassifyRequest {
         task,
         texts: body.texts,
+        images: images_of(body.images)?,
         top_k: body.top_k,
     };
     let (r, hold) = api
@@ -169,7 +174,10 @@ pub(super) async fn classify(
 pub(super) struct ClassifyMultiBody {
     #[serde(default)]
     tasks: Vec<String>,
+    #[serde(default)]
     texts: Vec<String>,
+    #[serde(default)]
+    images: Vec<String>,
     #[serde(default)]
     top_k: u32,
 }
@@ -182,6 +190,7 @@ pub(super) async fn classify_multi(
     let req = ClassifyMultiRequest {
         tasks: body.tasks,
         texts: body.texts,
+        images: images_of(body.images)?,
         top_k: body.top_k,
     };
     let (r, hold) = api
@@ -196,7 +205,24 @@ pub(super) async fn classify_multi(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct EmbedBody {
+    #[serde(default)]
     texts: Vec<String>,
+    #[serde(default)]
+    images: Vec<String>,
+}
+
+/// The pictures of a JSON body: base64 strings to bytes.
+fn images_of(images: Vec<String>) -> Result<Vec<Vec<u8>>, ApiError> {
+    use base64::Engine as _;
+    images
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .map_err(|e| ApiError::invalid(format!("images[{i}] is not base64: {e}")))
+        })
+        .collect()
 }
 
 pub(super) async fn embed(
@@ -208,7 +234,10 @@ pub(super) async fn embed(
         .call(
             "Embed",
             &parts,
-            EmbedRequest { texts: body.texts },
+            EmbedRequest {
+                texts: body.texts,
+                images: images_of(body.images)?,
+            },
             |s, r| async move { s.embed(r).await },
         )
         .await?;

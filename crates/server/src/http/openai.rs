@@ -66,6 +66,7 @@ pub(super) async fn embeddings(
             &parts,
             EmbedRequest {
                 texts: texts.clone(),
+                images: Vec::new(),
             },
             |s, r| async move { s.embed(r).await },
         )
