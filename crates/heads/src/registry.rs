@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use arc_swap::ArcSwap;
 
-use crate::{BackboneRef, HeadArtifact, HeadStore, Result};
+use crate::{BackboneRef, Error, HeadArtifact, HeadStore, Result};
 
 /// Task name -> active head.
 pub type HeadMap = HashMap<String, Arc<HeadArtifact>>;
@@ -19,6 +19,10 @@ pub struct SyncReport {
     pub removed: Vec<String>,
     /// Tasks whose active version could not be loaded; their old head keeps serving.
     pub errors: Vec<(String, String)>,
+    /// Tasks found this time whose active version was trained on another backbone
+    /// (a store shared by a text and an image server): not served here, not an
+    /// error, and not loaded again until their version changes.
+    pub foreign: Vec<(String, u64)>,
 }
 
 /// The live, swappable set of heads for one backbone.
@@ -26,6 +30,8 @@ pub struct SyncReport {
 pub struct HeadRegistry {
     heads: ArcSwap<HeadMap>,
     backbone: BackboneRef,
+    /// Active versions known to be another backbone's, by task.
+    foreign: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 impl HeadRegistry {
@@ -34,6 +40,7 @@ impl HeadRegistry {
         HeadRegistry {
             heads: ArcSwap::from_pointee(HashMap::new()),
             backbone,
+            foreign: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -96,13 +103,31 @@ impl HeadRegistry {
             if live.get(task).map(|h| h.manifest.version) == Some(version) {
                 continue;
             }
+            let mut foreign = self.foreign.lock().unwrap_or_else(|p| p.into_inner());
+            if !live.contains_key(task) && foreign.get(task) == Some(&version) {
+                continue;
+            }
             match store.load(task, version).and_then(|a| self.insert(a)) {
-                Ok(()) => report.swapped.push((task.clone(), version)),
+                Ok(()) => {
+                    foreign.remove(task);
+                    report.swapped.push((task.clone(), version));
+                }
+                // A task this registry never served, made for another backbone.
+                Err(Error::FingerprintMismatch { .. } | Error::DimMismatch { .. })
+                    if !live.contains_key(task) =>
+                {
+                    foreign.insert(task.clone(), version);
+                    report.foreign.push((task.clone(), version));
+                }
                 Err(e) => report
                     .errors
                     .push((task.clone(), format!("version {version}: {e}"))),
             }
         }
+        self.foreign
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|task, _| pointers.iter().any(|(t, _)| t == task));
         let by_task: HashMap<&str, &Result<Option<u64>>> =
             pointers.iter().map(|(t, a)| (t.as_str(), a)).collect();
         for task in live.keys() {

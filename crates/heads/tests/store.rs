@@ -356,3 +356,40 @@ fn a_dead_writers_temp_files_are_swept_at_open_and_a_live_ones_kept() {
     assert!(fresh.exists(), "a write in progress is left alone");
     assert_eq!(s.versions("t").unwrap(), vec![1]);
 }
+
+#[test]
+fn another_backbones_tasks_in_a_shared_store_are_foreign_not_errors() {
+    // A text server and an image server share one store: each sees the other's
+    // tasks as foreign (reported once, not loaded again until their version moves),
+    // while a served task whose new version is foreign stays an error and keeps
+    // serving its old head.
+    let (_d, s) = store();
+    let registry = HeadRegistry::new(backbone());
+    let mut pictures = artifact("pictures", 1.0);
+    pictures.manifest.backbone.fingerprint = "fp-image".into();
+    s.put_and_activate(&pictures, true).unwrap();
+    s.put_and_activate(&artifact("texts", 1.0), true).unwrap();
+    let first = registry.sync(&s).unwrap();
+    assert_eq!(first.foreign, vec![("pictures".to_string(), 1)]);
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    assert!(registry.get("pictures").is_none());
+    assert!(registry.get("texts").is_some());
+    let again = registry.sync(&s).unwrap();
+    assert!(
+        again.foreign.is_empty() && again.errors.is_empty(),
+        "{again:?}"
+    );
+    // A new foreign version is reported again.
+    s.put_and_activate(&pictures, true).unwrap();
+    assert_eq!(
+        registry.sync(&s).unwrap().foreign,
+        vec![("pictures".to_string(), 2)]
+    );
+    // A served task moving to another backbone's version is an error.
+    let mut moved = artifact("texts", 2.0);
+    moved.manifest.backbone.fingerprint = "fp-image".into();
+    s.put_and_activate(&moved, true).unwrap();
+    let report = registry.sync(&s).unwrap();
+    assert_eq!(report.errors.len(), 1, "{report:?}");
+    assert_eq!(registry.get("texts").unwrap().manifest.version, 1);
+}

@@ -92,6 +92,16 @@ fn check_train_request(
     req: &TrainHeadRequest,
 ) -> Result<TrainRequest, ServerError> {
     validate_task_name(&req.task)?;
+    // The examples are texts; an image backbone's trainer reads pictures from files,
+    // which a remote caller must never name.
+    if engine.info().input != "text" {
+        return Err(ServerError::FailedPrecondition(format!(
+            "TrainHead sends texts and this server's backbone ({}) reads images: train an \
+             image task with `polyhead train --model DIR --data FOLDER --store STORE` (one \
+             sub-folder per label) and this server swaps it in",
+            engine.info().name
+        )));
+    }
     let train = dataset(&req.examples)?;
     if train.labels().len() < 2 {
         return Err(ServerError::InvalidArgument(format!(

@@ -60,9 +60,63 @@ impl Dataset {
         Ok(Dataset { examples })
     }
 
-    /// Reads a `.jsonl`/`.json` or `.csv` file (by extension).
+    /// Reads a `.jsonl`/`.json` or `.csv` file (by extension), or a folder of
+    /// pictures with one sub-folder per label ([`Dataset::read_image_folder`]).
     pub fn load(path: &Path) -> Result<Dataset> {
+        if path.is_dir() {
+            return Self::read_image_folder(path);
+        }
         Self::read(path, None)
+    }
+
+    /// A folder of pictures laid out as torchvision's `ImageFolder` reads it: one
+    /// sub-folder per label, holding `.jpg`/`.jpeg`/`.png`/`.webp` files (other files
+    /// and deeper folders are skipped). Each example's `text` is its file's path; the
+    /// order is sorted by label, then file name, so a folder always reads the same.
+    pub fn read_image_folder(dir: &Path) -> Result<Dataset> {
+        let listing = |d: &Path| -> Result<Vec<std::fs::DirEntry>> {
+            let mut entries = std::fs::read_dir(d)
+                .map_err(crate::error::io(d))?
+                .collect::<std::io::Result<Vec<_>>>()
+                .map_err(crate::error::io(d))?;
+            entries.sort_by_key(|e| e.file_name());
+            Ok(entries)
+        };
+        let mut examples = Vec::new();
+        for class in listing(dir)? {
+            if !class
+                .file_type()
+                .map_err(crate::error::io(&class.path()))?
+                .is_dir()
+            {
+                continue;
+            }
+            let label = class.file_name().to_string_lossy().into_owned();
+            for file in listing(&class.path())? {
+                let path = file.path();
+                let picture = path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                    matches!(
+                        e.to_ascii_lowercase().as_str(),
+                        "jpg" | "jpeg" | "png" | "webp"
+                    )
+                });
+                if picture && path.is_file() {
+                    examples.push(Example {
+                        text: path.to_string_lossy().into_owned(),
+                        label: label.clone(),
+                        line: examples.len() + 1,
+                    });
+                }
+            }
+        }
+        if examples.is_empty() {
+            return Err(Error::Dataset(format!(
+                "{}: no pictures found; expected one sub-folder per label holding .jpg, \
+                 .jpeg, .png or .webp files (the layout torchvision's ImageFolder reads)",
+                dir.display()
+            )));
+        }
+        Ok(Dataset { examples })
     }
 
     /// Reads `path` (`-` = standard input) in `format`; without one, the extension
@@ -80,6 +134,9 @@ impl Dataset {
         text: &str,
         label: &str,
     ) -> Result<Dataset> {
+        if path.is_dir() {
+            return Self::read_image_folder(path);
+        }
         let bytes = if path.as_os_str() == "-" {
             let mut buf = Vec::new();
             std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map_err(io(path))?;

@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use polyhead_backbone::{Embeddings, EncoderHandle};
+use polyhead_backbone::{Embeddings, EncoderHandle, Input};
 use sha2::{Digest, Sha256};
 
 use crate::{error::io, Budget, Result};
@@ -61,6 +61,9 @@ impl FeatureCache {
 
     /// [`FeatureCache::features`] that stops when `budget` runs out and reports how
     /// many of `texts` are done after the cache look-up and after each chunk.
+    ///
+    /// On an image backbone each of `texts` is a picture's file: it is read, cached by
+    /// its bytes' hash, and embedded as an image.
     pub fn features_within(
         &self,
         encoder: &EncoderHandle,
@@ -68,15 +71,34 @@ impl FeatureCache {
         budget: &Budget,
         progress: &mut dyn FnMut(usize),
     ) -> Result<(Embeddings, CacheStats)> {
+        let images = encoder.info().input == "image";
+        // A picture is cached by what it holds, not by its name.
+        let keys: Vec<String> = if images {
+            texts
+                .iter()
+                .map(|p| {
+                    let bytes = fs::read(p).map_err(io(Path::new(p)))?;
+                    Ok(format!("image:{}", hex::encode(Sha256::digest(&bytes))))
+                })
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        let key = |i: usize| -> &str {
+            match images {
+                true => &keys[i],
+                false => &texts[i],
+            }
+        };
         let info = encoder.info();
         let dim = info.dim;
         let normalized = info.normalize;
         let namespace = format!("{}-{}", info.fingerprint, info.dtype);
         let mut data = vec![0f32; texts.len() * dim];
         let mut missing = Vec::new();
-        for (i, text) in texts.iter().enumerate() {
+        for i in 0..texts.len() {
             match self
-                .path(&namespace, text)
+                .path(&namespace, key(i))
                 .and_then(|p| read_row(&p, dim, normalized))
             {
                 Some(row) => data[i * dim..(i + 1) * dim].copy_from_slice(&row),
@@ -89,11 +111,24 @@ impl FeatureCache {
         // model thread runs inference batches between this job's batches.
         for chunk in missing.chunks(EMBED_CHUNK) {
             budget.check()?;
-            let batch: Vec<String> = chunk.iter().map(|&i| texts[i].clone()).collect();
-            let emb = encoder.embed_blocking(batch)?;
+            let emb = if images {
+                let mut ids = Vec::with_capacity(chunk.len());
+                for &i in chunk {
+                    let p = Path::new(&texts[i]);
+                    let bytes = fs::read(p).map_err(io(p))?;
+                    let mut one = encoder
+                        .encode(&[Input::Image(bytes)])
+                        .map_err(|e| crate::Error::Dataset(format!("{}: {e}", p.display())))?;
+                    ids.append(&mut one);
+                }
+                encoder.embed_encoded_blocking(ids)?
+            } else {
+                let batch: Vec<String> = chunk.iter().map(|&i| texts[i].clone()).collect();
+                encoder.embed_blocking(batch)?
+            };
             for (row, &i) in emb.rows().zip(chunk) {
                 data[i * dim..(i + 1) * dim].copy_from_slice(row);
-                if let Some(p) = self.path(&namespace, &texts[i]) {
+                if let Some(p) = self.path(&namespace, key(i)) {
                     // The cache only saves time: a row that cannot be written is
                     // computed again next time, and the training goes on.
                     if let Err(e) = write_row(&p, row) {

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::{
     features::{CacheStats, FeatureCache},
     metrics::{argmax_rows, evaluate},
-    select::{baseline_on_split, choose, Examples, LexicalBaseline},
+    select::{baseline_on_split, choose, Baseline, Examples, THUMBNAIL_DIM, THUMBNAIL_SIDE},
     split::stratified_split,
     train::{train_head, EpochReport, Split},
     Budget, Dataset, Error, HeadChoice, Result, TrainOptions,
@@ -170,6 +170,30 @@ pub fn train_task(
     };
     let features_s = t0.elapsed().as_secs_f64();
 
+    // Pictures: the baseline's thumbnails (every file already passed the backbone's
+    // decoding limits above).
+    let images = encoder.info().input == "image";
+    let thumbs = |paths: &[String]| -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(paths.len() * THUMBNAIL_DIM);
+        for p in paths {
+            let bytes = std::fs::read(p).map_err(crate::error::io(p.as_str()))?;
+            let t = polyhead_backbone::thumbnail(&bytes, THUMBNAIL_SIDE, u64::MAX)
+                .map_err(|e| Error::Dataset(format!("{p}: {e}")))?;
+            out.extend(t);
+        }
+        Ok(out)
+    };
+    let skip = req.options.skip_baseline || !images;
+    let pixels = if skip { None } else { Some(thumbs(&texts)?) };
+    let pixels_test = match (&test, skip) {
+        (Some((t, _)), false) => Some(thumbs(t)?),
+        _ => None,
+    };
+    let (pixels, pixels_test) = match images {
+        // Without a baseline, an image task still needs `pixels` to mark it as one.
+        true => (Some(pixels.unwrap_or_default()), pixels_test),
+        false => (None, None),
+    };
     let t1 = Instant::now();
     let dim = encoder.info().dim;
     let examples = Examples {
@@ -178,6 +202,7 @@ pub fn train_task(
         texts: &texts,
         y: &y,
         n_train,
+        pixels: pixels.as_deref(),
     };
     let fitted = match req.options.head {
         HeadChoice::Mlp => fit_mlp(&examples, &labels, req, progress)?,
@@ -213,7 +238,7 @@ pub fn train_task(
             baseline: fitted
                 .baseline
                 .as_ref()
-                .map(|(_, b)| b.evaluate(&labels, t, y_t)),
+                .map(|(_, b)| b.evaluate(&labels, t, pixels_test.as_deref(), y_t)),
         }),
         _ => None,
     };
@@ -266,7 +291,7 @@ struct Fitted {
     head: Head,
     kind: HeadKind,
     validation: Metrics,
-    baseline: Option<(Metrics, LexicalBaseline)>,
+    baseline: Option<(Metrics, Baseline)>,
     selection: Option<Selection>,
     /// Examples the final head was fitted on.
     n_fit: usize,

@@ -32,7 +32,15 @@ pub(crate) struct Examples<'a> {
     pub texts: &'a [String],
     pub y: &'a [usize],
     pub n_train: usize,
+    /// For pictures: each row's thumbnail (`THUMBNAIL_DIM` values), which the
+    /// from-scratch baseline reads instead of TF-IDF; hybrid heads do not apply.
+    pub pixels: Option<&'a [f32]>,
 }
+
+/// The pixel baseline's thumbnails: 16 x 16 RGB.
+pub(crate) const THUMBNAIL_SIDE: u32 = 16;
+/// Values per thumbnail.
+pub(crate) const THUMBNAIL_DIM: usize = (THUMBNAIL_SIDE * THUMBNAIL_SIDE * 3) as usize;
 
 /// A candidate configuration.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -214,32 +222,74 @@ pub(crate) struct Chosen {
     /// The chosen candidate's out-of-sample metrics.
     pub validation: Metrics,
     /// The baseline's out-of-sample metrics and its refit on every example.
-    pub baseline: Option<(Metrics, LexicalBaseline)>,
+    pub baseline: Option<(Metrics, Baseline)>,
     /// L-BFGS iterations of the final fit.
     pub iterations: usize,
 }
 
-/// TF-IDF + logistic regression, refitted on every example: scores test texts.
-pub(crate) struct LexicalBaseline {
-    lexicon: Lexicon,
-    fit: Fit,
+/// The from-scratch baseline, refitted on every example: TF-IDF + logistic
+/// regression for texts, logistic regression on 16 x 16 thumbnails for pictures.
+pub(crate) enum Baseline {
+    Lexical { lexicon: Lexicon, fit: Fit },
+    Pixels { fit: Fit },
 }
 
-impl LexicalBaseline {
-    /// Metrics on labelled texts.
-    pub fn evaluate(&self, labels: &[String], texts: &[String], truth: &[usize]) -> Metrics {
-        let rows: Vec<SparseRow> = texts.iter().map(|t| self.lexicon.transform(t)).collect();
-        let x = Design {
+impl Baseline {
+    /// Metrics on labelled examples (texts, or their thumbnails for pictures).
+    pub fn evaluate(
+        &self,
+        labels: &[String],
+        texts: &[String],
+        pixels: Option<&[f32]>,
+        truth: &[usize],
+    ) -> Metrics {
+        let (fit, rows, x) = match self {
+            Baseline::Lexical { lexicon, fit } => {
+                let rows: Vec<SparseRow> = texts.iter().map(|t| lexicon.transform(t)).collect();
+                (fit, rows, None)
+            }
+            Baseline::Pixels { fit } => (fit, Vec::new(), Some(pixels.unwrap_or_default())),
+        };
+        let x = match (self, x) {
+            (Baseline::Pixels { .. }, Some(p)) => Design {
+                dense: p,
+                dim: THUMBNAIL_DIM,
+                sparse: &[],
+                vocab: 0,
+                alpha: 1.0,
+            },
+            (Baseline::Lexical { lexicon, .. }, _) => Design {
+                dense: &[],
+                dim: 0,
+                sparse: &rows,
+                vocab: lexicon.len(),
+                alpha: 1.0,
+            },
+            _ => return evaluate(labels, truth, &[]),
+        };
+        let n = truth.len();
+        let predicted: Vec<usize> = (0..n).map(|i| argmax(&fit.probs(&x, i))).collect();
+        evaluate(labels, truth, &predicted)
+    }
+}
+
+/// The baseline's design over `ex`: its thumbnails, or TF-IDF rows.
+fn baseline_design<'a>(ex: &Examples<'a>, sparse: &'a [SparseRow], vocab: usize) -> Design<'a> {
+    match ex.pixels {
+        Some(p) => Design {
+            dense: p,
+            dim: THUMBNAIL_DIM,
+            sparse: &[],
+            vocab: 0,
+            alpha: 1.0,
+        },
+        None => Design {
             dense: &[],
             dim: 0,
-            sparse: &rows,
-            vocab: self.lexicon.len(),
+            sparse,
+            vocab,
             alpha: 1.0,
-        };
-        let predicted: Vec<usize> = (0..rows.len())
-            .map(|i| argmax(&self.fit.probs(&x, i)))
-            .collect();
-        evaluate(labels, truth, &predicted)
+        },
     }
 }
 
@@ -255,13 +305,26 @@ pub(crate) fn choose(
 ) -> Result<Chosen> {
     let classes = labels.len();
     let cx = Context::new(ex.y, classes, o, budget);
-    let refs: Vec<&str> = ex.texts.iter().map(String::as_str).collect();
+    // Pictures have no words: linear heads only, and no lexicon.
+    let choice = match (ex.pixels.is_some(), choice) {
+        (false, c) => c,
+        (true, HeadChoice::Hybrid) => {
+            return Err(crate::Error::Options(
+                "hybrid heads read the task's words; an image task has none (use auto, \
+                 linear or mlp)"
+                    .into(),
+            ))
+        }
+        (true, _) => HeadChoice::Linear,
+    };
+    let texts: &[String] = if ex.pixels.is_some() { &[] } else { ex.texts };
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let max_terms = o
         .baseline_max_features
         .min(MAX_LEXICAL_PARAMS / classes.max(1))
         .max(1);
     let lexicon = Lexicon::fit(&refs, max_terms);
-    let sparse: Vec<SparseRow> = ex.texts.iter().map(|t| lexicon.transform(t)).collect();
+    let sparse: Vec<SparseRow> = texts.iter().map(|t| lexicon.transform(t)).collect();
     let vocab = lexicon.len();
     let plan = plan(ex, o.seed);
     let all: Vec<usize> = (0..ex.y.len()).collect();
@@ -300,22 +363,17 @@ pub(crate) fn choose(
         progress(Progress::Stage {
             name: "baseline".into(),
         });
-        let x = Design {
-            dense: &[],
-            dim: 0,
-            sparse: &sparse,
-            vocab,
-            alpha: 1.0,
-        };
+        let x = baseline_design(ex, &sparse, vocab);
         let oof = cx.score(&x, &plan, BASELINE_C)?;
         let fit = cx.fit(&x, &all, BASELINE_C)?;
-        Some((
-            oof.metrics(labels, ex.y),
-            LexicalBaseline {
+        let baseline = match ex.pixels {
+            Some(_) => Baseline::Pixels { fit },
+            None => Baseline::Lexical {
                 lexicon: lexicon.clone(),
                 fit,
             },
-        ))
+        };
+        Some((oof.metrics(labels, ex.y), baseline))
     };
     Ok(Chosen {
         head,
@@ -367,29 +425,28 @@ pub(crate) fn baseline_on_split(
     held: &[usize],
     o: &TrainOptions,
     budget: &Budget,
-) -> Result<(Metrics, LexicalBaseline)> {
+) -> Result<(Metrics, Baseline)> {
     let classes = labels.len();
     let cx = Context::new(ex.y, classes, o, budget);
-    let refs: Vec<&str> = fit_rows.iter().map(|&i| ex.texts[i].as_str()).collect();
+    let texts: &[String] = if ex.pixels.is_some() { &[] } else { ex.texts };
+    let refs: Vec<&str> = fit_rows
+        .iter()
+        .filter_map(|&i| texts.get(i).map(String::as_str))
+        .collect();
     let lexicon = Lexicon::fit(&refs, o.baseline_max_features);
-    let sparse: Vec<SparseRow> = ex.texts.iter().map(|t| lexicon.transform(t)).collect();
-    let x = Design {
-        dense: &[],
-        dim: 0,
-        sparse: &sparse,
-        vocab: lexicon.len(),
-        alpha: 1.0,
-    };
+    let sparse: Vec<SparseRow> = texts.iter().map(|t| lexicon.transform(t)).collect();
+    let x = baseline_design(ex, &sparse, lexicon.len());
     let plan = Plan {
         method: "split".into(),
         splits: vec![(fit_rows.to_vec(), held.to_vec())],
     };
     let scored = cx.score(&x, &plan, BASELINE_C)?;
     let fit = cx.fit(&x, fit_rows, BASELINE_C)?;
-    Ok((
-        scored.metrics(labels, ex.y),
-        LexicalBaseline { lexicon, fit },
-    ))
+    let baseline = match ex.pixels {
+        Some(_) => Baseline::Pixels { fit },
+        None => Baseline::Lexical { lexicon, fit },
+    };
+    Ok((scored.metrics(labels, ex.y), baseline))
 }
 
 /// The fitted weights as a servable head. A hybrid head's lexical weight `alpha` is

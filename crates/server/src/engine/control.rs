@@ -98,6 +98,13 @@ impl HeadControl {
             m::removed(task);
             reported.remove(task);
         }
+        for (task, version) in &report.foreign {
+            tracing::info!(
+                task,
+                version,
+                "trained on another backbone (a shared store); not served by this server"
+            );
+        }
         for (task, err) in &report.errors {
             // Once per distinct error: the watcher meets the same damage every poll.
             if reported.get(task) == Some(err) {
