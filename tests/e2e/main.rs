@@ -9,6 +9,7 @@ mod errors;
 mod front;
 mod hardening;
 mod http_api;
+mod images;
 mod load;
 mod measures;
 mod readme;
