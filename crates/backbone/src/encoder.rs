@@ -59,7 +59,7 @@ impl Prepare {
                 .enumerate()
                 .map(|(n, i)| match i {
                     Input::Image(bytes) => Ok(Encoded::Pixels {
-                        values: image::preprocess(bytes, config, *max_pixels)
+                        rgb: image::preprocess(bytes, config, *max_pixels)
                             .map_err(|e| Error::Input(format!("image {n}: {e}")))?,
                         cost: config.cost(),
                     }),
@@ -248,7 +248,7 @@ impl Encoder {
         };
         // One pass over a blank picture: the graph runs and gives `dim` values.
         let blank = Encoded::Pixels {
-            values: vec![0.0; encoder.image_values()],
+            rgb: vec![0; encoder.image_values()],
             cost: 1,
         };
         let width = encoder.forward(&[&blank])?.len();
@@ -277,7 +277,7 @@ impl Encoder {
             Family::Text(_) => self.embed(&["warm-up"]).map(drop),
             Family::Image(_) => {
                 let blank = Encoded::Pixels {
-                    values: vec![0.0; self.image_values()],
+                    rgb: vec![0; self.image_values()],
                     cost: 1,
                 };
                 self.forward(&[&blank]).map(drop)
@@ -402,13 +402,14 @@ impl Encoder {
                 let mut values = Vec::with_capacity(batch.len() * config.values());
                 for e in batch {
                     match e {
-                        Encoded::Pixels { values: v, .. } if v.len() == config.values() => {
-                            values.extend_from_slice(v)
+                        Encoded::Pixels { rgb, .. } if rgb.len() == config.values() => {
+                            image::normalise_into(rgb, config, &mut values)
                         }
                         _ => {
                             return Err(Error::Input(format!(
-                                "an image backbone was handed an input other than {} pixel values",
-                                config.values()
+                                "an image backbone was handed an input other than a {0} x {0} \
+                                 RGB crop",
+                                config.crop
                             )))
                         }
                     }

@@ -74,7 +74,7 @@ impl ImageConfig {
         Ok(config)
     }
 
-    /// Values of one preprocessed picture (3 x crop x crop).
+    /// Bytes of one preprocessed picture (crop x crop x 3).
     pub fn values(&self) -> usize {
         3 * (self.crop as usize) * (self.crop as usize)
     }
@@ -212,17 +212,19 @@ pub(crate) fn crop(image: &RgbImage, config: &ImageConfig, max_pixels: u64) -> R
     Ok(image::imageops::crop_imm(&resized, offset(w), offset(h), c, c).to_image())
 }
 
-/// Normalised values of a crop, channels first.
-pub(crate) fn normalise(crop: &RgbImage, config: &ImageConfig) -> Vec<f32> {
-    let (w, h) = crop.dimensions();
-    let plane = (w * h) as usize;
-    let mut out = vec![0f32; 3 * plane];
-    for (i, px) in crop.pixels().enumerate() {
+/// Appends the normalised values of a crop's RGB bytes (HWC), channels first.
+pub(crate) fn normalise_into(rgb: &[u8], config: &ImageConfig, out: &mut Vec<f32>) {
+    let plane = rgb.len() / 3;
+    let start = out.len();
+    out.resize(start + 3 * plane, 0.0);
+    let dst = &mut out[start..];
+    let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * config.std[c]));
+    let shift: [f32; 3] = std::array::from_fn(|c| config.mean[c] / config.std[c]);
+    for (i, px) in rgb.chunks_exact(3).enumerate() {
         for c in 0..3 {
-            out[c * plane + i] = (f32::from(px[c]) / 255.0 - config.mean[c]) / config.std[c];
+            dst[c * plane + i] = f32::from(px[c]) * scale[c] - shift[c];
         }
     }
-    out
 }
 
 /// A picture as a small `side` x `side` RGB thumbnail (the whole picture squashed,
@@ -238,10 +240,11 @@ pub fn thumbnail(bytes: &[u8], side: u32, max_pixels: u64) -> Result<Vec<f32>> {
         .collect())
 }
 
-/// Bytes of one picture to the values the network reads.
-pub(crate) fn preprocess(bytes: &[u8], config: &ImageConfig, max_pixels: u64) -> Result<Vec<f32>> {
+/// Bytes of one picture to the crop the network reads (crop x crop x 3 RGB bytes;
+/// [`normalise_into`] makes its values).
+pub(crate) fn preprocess(bytes: &[u8], config: &ImageConfig, max_pixels: u64) -> Result<Vec<u8>> {
     let image = decode(bytes, max_pixels)?;
-    Ok(normalise(&crop(&image, config, max_pixels)?, config))
+    Ok(crop(&image, config, max_pixels)?.into_raw())
 }
 
 #[cfg(test)]
@@ -279,10 +282,16 @@ mod tests {
 
     #[test]
     fn one_pixel_is_upscaled_and_answered() {
-        let v = preprocess(&png(1, 1), &config(), 1 << 20).unwrap();
-        assert_eq!(v.len(), 3 * 224 * 224);
-        let want = (10.0 / 255.0 - 0.5) / 0.25;
-        assert!((v[0] - want).abs() < 1e-6, "{}", v[0]);
+        let rgb = preprocess(&png(1, 1), &config(), 1 << 20).unwrap();
+        assert_eq!(rgb.len(), 3 * 224 * 224);
+        assert_eq!(&rgb[..3], &[10, 20, 30]);
+        let mut v = Vec::new();
+        normalise_into(&rgb, &config(), &mut v);
+        // Channels first: R's plane, then G's.
+        let r = (10.0 / 255.0 - 0.5) / 0.25;
+        let g = (20.0 / 255.0 - 0.5) / 0.25;
+        assert!((v[0] - r).abs() < 1e-5, "{}", v[0]);
+        assert!((v[224 * 224] - g).abs() < 1e-5, "{}", v[224 * 224]);
     }
 
     #[test]

@@ -61,11 +61,13 @@ impl From<&str> for Input {
 pub enum Encoded {
     /// Token ids of a text.
     Tokens(Vec<u32>),
-    /// A preprocessed picture: channels first, `values` floats, and what it counts in
-    /// the batch policy's unit (its 16 x 16 patches).
+    /// A preprocessed picture: the resized and cropped RGB bytes (side x side x 3,
+    /// row-major; normalised only when its pass runs, so a queued picture holds a
+    /// quarter of the memory floats would), and what it counts in the batch policy's
+    /// unit (its 16 x 16 patches).
     Pixels {
-        /// 3 x side x side values.
-        values: Vec<f32>,
+        /// side x side x 3 bytes.
+        rgb: Vec<u8>,
         /// Patches, the unit passes are budgeted in.
         cost: usize,
     },

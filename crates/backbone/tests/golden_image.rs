@@ -15,8 +15,9 @@ struct Fixture {
     cases: Vec<Case>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct Preprocess {
+    resize: u32,
     crop: u32,
     mean: [f32; 3],
     std: [f32; 3],
@@ -60,46 +61,47 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (na * nb).max(1e-12)
 }
 
-/// The reference crop, normalised as the reference normalises it.
-fn reference_values(fx: &Fixture, case: &Case) -> Vec<f32> {
+/// The reference crop (RGB bytes, row-major).
+fn reference_crop(fx: &Fixture, case: &Case) -> Vec<u8> {
     let crop = image::open(dir().join(&case.crop)).unwrap().to_rgb8();
     assert_eq!(crop.dimensions(), (fx.preprocess.crop, fx.preprocess.crop));
-    let plane = (crop.width() * crop.height()) as usize;
-    let mut out = vec![0f32; 3 * plane];
-    for (i, px) in crop.pixels().enumerate() {
-        for c in 0..3 {
-            out[c * plane + i] =
-                (f32::from(px[c]) / 255.0 - fx.preprocess.mean[c]) / fx.preprocess.std[c];
-        }
-    }
-    out
+    crop.into_raw()
 }
 
-fn pixels(e: &Encoded) -> &[f32] {
+fn pixels(e: &Encoded) -> &[u8] {
     match e {
-        Encoded::Pixels { values, .. } => values,
+        Encoded::Pixels { rgb, .. } => rgb,
         other => panic!("not pixels: {other:?}"),
     }
 }
 
 #[test]
+fn the_model_folder_has_the_references_constants() {
+    // The constants the preprocessing reads (image_config.json, written by
+    // scripts/export_image.py) are the ones the reference fixture was made with.
+    let config: Preprocess = serde_json::from_slice(
+        &std::fs::read(image_model_dir().join("image_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config, fixture().preprocess);
+}
+
+#[test]
 fn preprocessing_matches_pil_and_torchvision() {
-    // Decode (JPEG, PNG, WebP; grey and RGBA to RGB), resize, crop and normalise
-    // against PIL's bilinear resize and torchvision's crop, on every fixture picture.
+    // Decode (JPEG, PNG, WebP; grey and RGBA to RGB), resize and crop against PIL's
+    // bilinear resize and torchvision's crop, on every fixture picture, in grey levels.
     let fx = fixture();
     let enc = encoder(Backend::ONNX_RUNTIME);
     for case in &fx.cases {
         let bytes = std::fs::read(dir().join(&case.file)).unwrap();
         let got = enc.encode(&[Input::Image(bytes)]).unwrap();
         let got = pixels(&got[0]);
-        let want = reference_values(&fx, case);
+        let want = reference_crop(&fx, case);
         assert_eq!(got.len(), want.len(), "{}", case.file);
-        // In 0..255 steps of the source pixels (one step is 1/255/std ~ 0.017).
         let steps: Vec<f32> = got
             .iter()
             .zip(&want)
-            .enumerate()
-            .map(|(i, (g, w))| (g - w).abs() * fx.preprocess.std[i / (want.len() / 3)] * 255.0)
+            .map(|(g, w)| f32::from(g.abs_diff(*w)))
             .collect();
         let mean = steps.iter().sum::<f32>() / steps.len() as f32;
         let max = steps.iter().copied().fold(0.0, f32::max);
@@ -117,7 +119,7 @@ fn network_parity(backend: Backend) {
         .cases
         .iter()
         .map(|c| Encoded::Pixels {
-            values: reference_values(&fx, c),
+            rgb: reference_crop(&fx, c),
             cost: 196,
         })
         .collect();

@@ -58,6 +58,10 @@ pub struct LoadArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// --input lists picture files (one path per line), sent as images (to a server
+    /// on an image backbone); --texts-per-request counts pictures.
+    #[arg(long)]
+    pub images: bool,
 }
 
 /// What a run measured.
@@ -99,6 +103,13 @@ pub fn run(args: &LoadArgs, texts: Vec<String>, seconds: f64) -> Result<()> {
         args.rate >= 0.0 && args.rate.is_finite(),
         "--rate must be >= 0"
     );
+    let pictures = match args.images {
+        true => texts
+            .iter()
+            .map(|p| std::fs::read(p).with_context(|| format!("reading {p}")))
+            .collect::<Result<Vec<_>>>()?,
+        false => Vec::new(),
+    };
     let addr = crate::client::endpoint_url(&addr);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -114,6 +125,7 @@ pub fn run(args: &LoadArgs, texts: Vec<String>, seconds: f64) -> Result<()> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.subsec_nanos() ^ d.as_secs() as u32),
             texts,
+            pictures,
             next: AtomicU64::new(0),
             client: InferenceClient::new(channel),
             tally: Mutex::new(Tally {
@@ -139,6 +151,8 @@ struct Load {
     /// Makes `--unique` texts differ from every earlier run's.
     nonce: u32,
     texts: Vec<String>,
+    /// The pictures --input names, with --images.
+    pictures: Vec<Vec<u8>>,
     next: AtomicU64,
     client: InferenceClient<Channel>,
     tally: Mutex<Tally>,
@@ -157,32 +171,45 @@ impl Load {
     /// Sends request `n`; returns its gRPC code.
     async fn send(&self, n: u64) -> tonic::Code {
         let a = &self.args;
-        let texts: Vec<String> = (0..a.texts_per_request)
-            .map(|i| {
-                let k = n as usize * a.texts_per_request + i;
-                let t = &self.texts[k % self.texts.len()];
-                if a.unique {
-                    format!("{t} #{:x}{k:x}", self.nonce)
-                } else {
-                    t.clone()
-                }
-            })
-            .collect();
+        let images: Vec<Vec<u8>> = match a.images {
+            true => (0..a.texts_per_request)
+                .map(|i| {
+                    let k = n as usize * a.texts_per_request + i;
+                    self.pictures[k % self.pictures.len()].clone()
+                })
+                .collect(),
+            false => Vec::new(),
+        };
+        let texts: Vec<String> = if a.images {
+            Vec::new()
+        } else {
+            (0..a.texts_per_request)
+                .map(|i| {
+                    let k = n as usize * a.texts_per_request + i;
+                    let t = &self.texts[k % self.texts.len()];
+                    if a.unique {
+                        format!("{t} #{:x}{k:x}", self.nonce)
+                    } else {
+                        t.clone()
+                    }
+                })
+                .collect()
+        };
         let mut client = self.client.clone();
         let result = if a.multi {
             let req = self.request(ClassifyMultiRequest {
                 tasks: a.task.clone(),
                 texts,
+                images,
                 top_k: 1,
-                ..Default::default()
             });
             client.classify_multi(req).await.map(drop)
         } else {
             let req = self.request(ClassifyRequest {
                 task: a.task[n as usize % a.task.len()].clone(),
                 texts,
+                images,
                 top_k: 1,
-                ..Default::default()
             });
             client.classify(req).await.map(drop)
         };

@@ -125,9 +125,15 @@ impl HeadArtifact {
     /// Checks that the head serves `backbone`: same fingerprint, same width.
     pub fn check_backbone(&self, backbone: &BackboneRef) -> Result<()> {
         if self.manifest.backbone.fingerprint != backbone.fingerprint {
+            // Named for people (`efficientnet-lite0 15327c6e...`): a head of another
+            // model family says which backbone to load.
+            let named = |b: &BackboneRef| match b.name.as_str() {
+                "" => b.fingerprint.clone(),
+                name => format!("{name} {}", b.fingerprint),
+            };
             return Err(Error::FingerprintMismatch {
-                expected: backbone.fingerprint.clone(),
-                found: self.manifest.backbone.fingerprint.clone(),
+                expected: named(backbone),
+                found: named(&self.manifest.backbone),
             });
         }
         if self.manifest.input_dim != backbone.dim {

@@ -122,6 +122,8 @@ pub struct ServerSettings {
     pub max_images: usize,
     /// Most bytes per encoded picture.
     pub max_image_bytes: usize,
+    /// Most pictures decoded and waiting to be embedded, over all requests.
+    pub max_images_in_flight: usize,
     /// Largest gRPC message.
     pub max_message_bytes: usize,
     /// Token budget of one batch: the tokens its forward passes compute, padding
@@ -237,6 +239,15 @@ impl Settings {
 
     fn validate(&self) -> Result<(), SettingsError> {
         let invalid = |key, msg: String| Err(SettingsError::Invalid { key, msg });
+        if self.server.max_images > self.server.max_images_in_flight {
+            return invalid(
+                "server.max_images",
+                format!(
+                    "{} is over server.max_images_in_flight ({}): such a request could never run",
+                    self.server.max_images, self.server.max_images_in_flight
+                ),
+            );
+        }
         if self.backbone.batch_size == 0 {
             return invalid("backbone.batch_size", "must be at least 1".into());
         }
@@ -245,6 +256,10 @@ impl Settings {
             ("server.max_text_bytes", self.server.max_text_bytes),
             ("server.max_images", self.server.max_images),
             ("server.max_image_bytes", self.server.max_image_bytes),
+            (
+                "server.max_images_in_flight",
+                self.server.max_images_in_flight,
+            ),
             (
                 "backbone.max_image_pixels",
                 usize::try_from(self.backbone.max_image_pixels).unwrap_or(usize::MAX),
@@ -418,6 +433,24 @@ mod tests {
         let err = Settings::load(Some(&f), &[]).unwrap_err();
         assert!(err.to_string().contains("max_txts"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn picture_limits_must_let_a_request_run() {
+        let ok = Settings::load(None, &[]).unwrap();
+        assert!(ok.server.max_images <= ok.server.max_images_in_flight);
+        assert!(ok.backbone.max_image_pixels > 0);
+        let err = Settings::load(
+            None,
+            &[
+                ("server.max_images", "100".into()),
+                ("server.max_images_in_flight", "10".into()),
+            ],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("server.max_images"), "{err}");
+        let err = Settings::load(None, &[("server.max_image_bytes", "0".into())]).unwrap_err();
+        assert!(err.to_string().contains("max_image_bytes"), "{err}");
     }
 }
 

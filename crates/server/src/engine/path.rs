@@ -28,6 +28,9 @@ pub(crate) struct InferencePath {
     cache: EmbeddingCache,
     in_flight: Arc<Semaphore>,
     tokenizers: Arc<Semaphore>,
+    /// Pictures decoded or being decoded and not yet embedded (their crops wait in
+    /// the batcher): `server.max_images_in_flight` bounds their memory.
+    pictures: Arc<Semaphore>,
     limits: ServerSettings,
 }
 
@@ -48,6 +51,7 @@ impl InferencePath {
             cache: EmbeddingCache::new(&encoder.info().fingerprint, limits.cache_bytes),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             tokenizers: Arc::new(Semaphore::new(workers)),
+            pictures: Arc::new(Semaphore::new(limits.max_images_in_flight)),
             limits: limits.clone(),
             encoder,
         }
@@ -72,6 +76,34 @@ impl InferencePath {
                 self.limits.max_in_flight
             ))
         })
+    }
+
+    /// Permits for the pictures among `inputs`, or RESOURCE_EXHAUSTED at once when
+    /// `server.max_images_in_flight` are already decoded or being decoded.
+    fn admit_pictures(
+        &self,
+        inputs: &[Input],
+    ) -> Result<Option<OwnedSemaphorePermit>, ServerError> {
+        let n = inputs
+            .iter()
+            .filter(|i| matches!(i, Input::Image(_)))
+            .count();
+        if n == 0 {
+            return Ok(None);
+        }
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.pictures
+            .clone()
+            .try_acquire_many_owned(n)
+            .map(Some)
+            .map_err(|_| {
+                counter!(m::SHED).increment(1);
+                ServerError::ResourceExhausted(format!(
+                    "server busy: {} pictures are being decoded or embedded \
+                     (server.max_images_in_flight); retry shortly",
+                    self.limits.max_images_in_flight
+                ))
+            })
     }
 
     /// Checks the texts of a request against the configured limits.
@@ -140,6 +172,9 @@ impl InferencePath {
         counter!(m::CACHE_MISSES).increment((inputs.len() - hits) as u64);
         if !unique.is_empty() {
             let misses: Vec<Input> = unique.iter().map(|&i| inputs[i].clone()).collect();
+            // Held until the crops are embedded: a crop is 150 KB where a text's
+            // tokens are a few hundred bytes.
+            let _pictures = self.admit_pictures(&misses)?;
             // Announced before tokenizing, so a batch forming meanwhile waits for it.
             let _on_the_way = self.batcher.on_the_way();
             let started = Instant::now();
