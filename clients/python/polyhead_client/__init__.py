@@ -134,27 +134,41 @@ class Client:
             for c in r.results
         ]
 
-    def classify(self, task: str, texts: Sequence[str], top_k: int = 0) -> List[Prediction]:
-        """One prediction per text, in order, from `task`'s active head."""
+    def classify(
+        self, task: str, texts: Sequence[str] = (), top_k: int = 0, images: Sequence[bytes] = ()
+    ) -> List[Prediction]:
+        """One prediction per text (or per picture: JPEG, PNG or WebP bytes, for a
+        server on an image backbone), in order, from `task`'s active head."""
         r = self._call(
             self._inference.Classify,
-            inference_pb2.ClassifyRequest(task=task, texts=list(texts), top_k=top_k),
+            inference_pb2.ClassifyRequest(
+                task=task, texts=list(texts), images=list(images), top_k=top_k
+            ),
         )
         return self._predictions(r)
 
     def classify_multi(
-        self, texts: Sequence[str], tasks: Sequence[str] = (), top_k: int = 0
+        self,
+        texts: Sequence[str] = (),
+        tasks: Sequence[str] = (),
+        top_k: int = 0,
+        images: Sequence[bytes] = (),
     ) -> Dict[str, List[Prediction]]:
         """Every named task (all live tasks when none), after one backbone pass."""
         r = self._call(
             self._inference.ClassifyMulti,
-            inference_pb2.ClassifyMultiRequest(tasks=list(tasks), texts=list(texts), top_k=top_k),
+            inference_pb2.ClassifyMultiRequest(
+                tasks=list(tasks), texts=list(texts), images=list(images), top_k=top_k
+            ),
         )
         return {resp.task: self._predictions(resp) for resp in r.responses}
 
-    def embed(self, texts: Sequence[str]) -> List[List[float]]:
-        """The backbone's embeddings of `texts`."""
-        r = self._call(self._inference.Embed, inference_pb2.EmbedRequest(texts=list(texts)))
+    def embed(self, texts: Sequence[str] = (), images: Sequence[bytes] = ()) -> List[List[float]]:
+        """The backbone's embeddings of `texts` (or of `images`, on an image backbone)."""
+        r = self._call(
+            self._inference.Embed,
+            inference_pb2.EmbedRequest(texts=list(texts), images=list(images)),
+        )
         return [list(e.values) for e in r.embeddings]
 
     def list_tasks(self) -> List[TaskSummary]:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpolyhead/v1/inference.proto\x12\x0bpolyhead.v1\"=\n\x0f\x43lassifyRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"W\n\x0e\x43lassification\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\'\n\x06scores\x18\x03 \x03(\x0b\x32\x17.polyhead.v1.LabelScore\"d\n\x10\x43lassifyResponse\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x14\n\x0chead_version\x18\x02 \x01(\x04\x12,\n\x07results\x18\x03 \x03(\x0b\x32\x1b.polyhead.v1.Classification\"C\n\x14\x43lassifyMultiRequest\x12\r\n\x05tasks\x18\x01 \x03(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\"I\n\x15\x43lassifyMultiResponse\x12\x30\n\tresponses\x18\x01 \x03(\x0b\x32\x1d.polyhead.v1.ClassifyResponse\"\x1d\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"H\n\rEmbedResponse\x12\x0b\n\x03\x64im\x18\x01 \x01(\r\x12*\n\nembeddings\x18\x02 \x03(\x0b\x32\x16.polyhead.v1.Embedding\"9\n\x10ListTasksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x11ListTasksResponse\x12\'\n\x05tasks\x18\x01 \x03(\x0b\x32\x18.polyhead.v1.TaskSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"V\n\x0bTaskSummary\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63tive_version\x18\x02 \x01(\x04\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12\x11\n\thead_kind\x18\x04 \x01(\t\"\x1e\n\x0eGetTaskRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\"g\n\x07Metrics\x12\x10\n\x08\x61\x63\x63uracy\x18\x01 \x01(\x01\x12\x17\n\x0fmacro_precision\x18\x02 \x01(\x01\x12\x14\n\x0cmacro_recall\x18\x03 \x01(\x01\x12\x10\n\x08macro_f1\x18\x04 \x01(\x01\x12\t\n\x01n\x18\x05 \x01(\x04\"\x86\x02\n\x08TaskInfo\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x16\n\x0e\x61\x63tive_version\x18\x03 \x01(\x04\x12\x10\n\x08versions\x18\x04 \x03(\x04\x12\x11\n\thead_kind\x18\x05 \x01(\t\x12*\n\x0chead_metrics\x18\x06 \x01(\x0b\x32\x14.polyhead.v1.Metrics\x12.\n\x10\x62\x61seline_metrics\x18\x07 \x01(\x0b\x32\x14.polyhead.v1.Metrics\x12\x1c\n\x14\x62\x61\x63kbone_fingerprint\x18\x08 \x01(\t\x12\x12\n\ncreated_at\x18\t \x01(\t\x12\x11\n\tselection\x18\n \x01(\t\"\r\n\x0bInfoRequest\"\xa2\x01\n\x0cInfoResponse\x12\x10\n\x08\x62\x61\x63kbone\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x16\n\x0emax_seq_length\x18\x04 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\x16\n\x0eserver_version\x18\x07 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x08 \x01(\t2\xb4\x03\n\tInference\x12G\n\x08\x43lassify\x12\x1c.polyhead.v1.ClassifyRequest\x1a\x1d.polyhead.v1.ClassifyResponse\x12V\n\rClassifyMulti\x12!.polyhead.v1.ClassifyMultiRequest\x1a\".polyhead.v1.ClassifyMultiResponse\x12>\n\x05\x45mbed\x12\x19.polyhead.v1.EmbedRequest\x1a\x1a.polyhead.v1.EmbedResponse\x12J\n\tListTasks\x12\x1d.polyhead.v1.ListTasksRequest\x1a\x1e.polyhead.v1.ListTasksResponse\x12=\n\x07GetTask\x12\x1b.polyhead.v1.GetTaskRequest\x1a\x15.polyhead.v1.TaskInfo\x12;\n\x04Info\x12\x18.polyhead.v1.InfoRequest\x1a\x19.polyhead.v1.InfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bpolyhead/v1/inference.proto\x12\x0bpolyhead.v1\"M\n\x0f\x43lassifyRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x0e\n\x06images\x18\x04 \x03(\x0c\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"W\n\x0e\x43lassification\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\'\n\x06scores\x18\x03 \x03(\x0b\x32\x17.polyhead.v1.LabelScore\"d\n\x10\x43lassifyResponse\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x14\n\x0chead_version\x18\x02 \x01(\x04\x12,\n\x07results\x18\x03 \x03(\x0b\x32\x1b.polyhead.v1.Classification\"S\n\x14\x43lassifyMultiRequest\x12\r\n\x05tasks\x18\x01 \x03(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x0e\n\x06images\x18\x04 \x03(\x0c\"I\n\x15\x43lassifyMultiResponse\x12\x30\n\tresponses\x18\x01 \x03(\x0b\x32\x1d.polyhead.v1.ClassifyResponse\"-\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"H\n\rEmbedResponse\x12\x0b\n\x03\x64im\x18\x01 \x01(\r\x12*\n\nembeddings\x18\x02 \x03(\x0b\x32\x16.polyhead.v1.Embedding\"9\n\x10ListTasksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x11ListTasksResponse\x12\'\n\x05tasks\x18\x01 \x03(\x0b\x32\x18.polyhead.v1.TaskSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"V\n\x0bTaskSummary\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63tive_version\x18\x02 \x01(\x04\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12\x11\n\thead_kind\x18\x04 \x01(\t\"\x1e\n\x0eGetTaskRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\"g\n\x07Metrics\x12\x10\n\x08\x61\x63\x63uracy\x18\x01 \x01(\x01\x12\x17\n\x0fmacro_precision\x18\x02 \x01(\x01\x12\x14\n\x0cmacro_recall\x18\x03 \x01(\x01\x12\x10\n\x08macro_f1\x18\x04 \x01(\x01\x12\t\n\x01n\x18\x05 \x01(\x04\"\x86\x02\n\x08TaskInfo\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x16\n\x0e\x61\x63tive_version\x18\x03 \x01(\x04\x12\x10\n\x08versions\x18\x04 \x03(\x04\x12\x11\n\thead_kind\x18\x05 \x01(\t\x12*\n\x0chead_metrics\x18\x06 \x01(\x0b\x32\x14.polyhead.v1.Metrics\x12.\n\x10\x62\x61seline_metrics\x18\x07 \x01(\x0b\x32\x14.polyhead.v1.Metrics\x12\x1c\n\x14\x62\x61\x63kbone_fingerprint\x18\x08 \x01(\t\x12\x12\n\ncreated_at\x18\t \x01(\t\x12\x11\n\tselection\x18\n \x01(\t\"\r\n\x0bInfoRequest\"\xb1\x01\n\x0cInfoResponse\x12\x10\n\x08\x62\x61\x63kbone\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x16\n\x0emax_seq_length\x18\x04 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\x16\n\x0eserver_version\x18\x07 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x08 \x01(\t\x12\r\n\x05input\x18\t \x01(\t2\xb4\x03\n\tInference\x12G\n\x08\x43lassify\x12\x1c.polyhead.v1.ClassifyRequest\x1a\x1d.polyhead.v1.ClassifyResponse\x12V\n\rClassifyMulti\x12!.polyhead.v1.ClassifyMultiRequest\x1a\".polyhead.v1.ClassifyMultiResponse\x12>\n\x05\x45mbed\x12\x19.polyhead.v1.EmbedRequest\x1a\x1a.polyhead.v1.EmbedResponse\x12J\n\tListTasks\x12\x1d.polyhead.v1.ListTasksRequest\x1a\x1e.polyhead.v1.ListTasksResponse\x12=\n\x07GetTask\x12\x1b.polyhead.v1.GetTaskRequest\x1a\x15.polyhead.v1.TaskInfo\x12;\n\x04Info\x12\x18.polyhead.v1.InfoRequest\x1a\x19.polyhead.v1.InfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,39 +32,39 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'polyhead.v1.inference_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CLASSIFYREQUEST']._serialized_start=44
-  _globals['_CLASSIFYREQUEST']._serialized_end=105
-  _globals['_LABELSCORE']._serialized_start=107
-  _globals['_LABELSCORE']._serialized_end=149
-  _globals['_CLASSIFICATION']._serialized_start=151
-  _globals['_CLASSIFICATION']._serialized_end=238
-  _globals['_CLASSIFYRESPONSE']._serialized_start=240
-  _globals['_CLASSIFYRESPONSE']._serialized_end=340
-  _globals['_CLASSIFYMULTIREQUEST']._serialized_start=342
-  _globals['_CLASSIFYMULTIREQUEST']._serialized_end=409
-  _globals['_CLASSIFYMULTIRESPONSE']._serialized_start=411
-  _globals['_CLASSIFYMULTIRESPONSE']._serialized_end=484
-  _globals['_EMBEDREQUEST']._serialized_start=486
-  _globals['_EMBEDREQUEST']._serialized_end=515
-  _globals['_EMBEDDING']._serialized_start=517
-  _globals['_EMBEDDING']._serialized_end=544
-  _globals['_EMBEDRESPONSE']._serialized_start=546
-  _globals['_EMBEDRESPONSE']._serialized_end=618
-  _globals['_LISTTASKSREQUEST']._serialized_start=620
-  _globals['_LISTTASKSREQUEST']._serialized_end=677
-  _globals['_LISTTASKSRESPONSE']._serialized_start=679
-  _globals['_LISTTASKSRESPONSE']._serialized_end=764
-  _globals['_TASKSUMMARY']._serialized_start=766
-  _globals['_TASKSUMMARY']._serialized_end=852
-  _globals['_GETTASKREQUEST']._serialized_start=854
-  _globals['_GETTASKREQUEST']._serialized_end=884
-  _globals['_METRICS']._serialized_start=886
-  _globals['_METRICS']._serialized_end=989
-  _globals['_TASKINFO']._serialized_start=992
-  _globals['_TASKINFO']._serialized_end=1254
-  _globals['_INFOREQUEST']._serialized_start=1256
-  _globals['_INFOREQUEST']._serialized_end=1269
-  _globals['_INFORESPONSE']._serialized_start=1272
-  _globals['_INFORESPONSE']._serialized_end=1434
-  _globals['_INFERENCE']._serialized_start=1437
-  _globals['_INFERENCE']._serialized_end=1873
+  _globals['_CLASSIFYREQUEST']._serialized_end=121
+  _globals['_LABELSCORE']._serialized_start=123
+  _globals['_LABELSCORE']._serialized_end=165
+  _globals['_CLASSIFICATION']._serialized_start=167
+  _globals['_CLASSIFICATION']._serialized_end=254
+  _globals['_CLASSIFYRESPONSE']._serialized_start=256
+  _globals['_CLASSIFYRESPONSE']._serialized_end=356
+  _globals['_CLASSIFYMULTIREQUEST']._serialized_start=358
+  _globals['_CLASSIFYMULTIREQUEST']._serialized_end=441
+  _globals['_CLASSIFYMULTIRESPONSE']._serialized_start=443
+  _globals['_CLASSIFYMULTIRESPONSE']._serialized_end=516
+  _globals['_EMBEDREQUEST']._serialized_start=518
+  _globals['_EMBEDREQUEST']._serialized_end=563
+  _globals['_EMBEDDING']._serialized_start=565
+  _globals['_EMBEDDING']._serialized_end=592
+  _globals['_EMBEDRESPONSE']._serialized_start=594
+  _globals['_EMBEDRESPONSE']._serialized_end=666
+  _globals['_LISTTASKSREQUEST']._serialized_start=668
+  _globals['_LISTTASKSREQUEST']._serialized_end=725
+  _globals['_LISTTASKSRESPONSE']._serialized_start=727
+  _globals['_LISTTASKSRESPONSE']._serialized_end=812
+  _globals['_TASKSUMMARY']._serialized_start=814
+  _globals['_TASKSUMMARY']._serialized_end=900
+  _globals['_GETTASKREQUEST']._serialized_start=902
+  _globals['_GETTASKREQUEST']._serialized_end=932
+  _globals['_METRICS']._serialized_start=934
+  _globals['_METRICS']._serialized_end=1037
+  _globals['_TASKINFO']._serialized_start=1040
+  _globals['_TASKINFO']._serialized_end=1302
+  _globals['_INFOREQUEST']._serialized_start=1304
+  _globals['_INFOREQUEST']._serialized_end=1317
+  _globals['_INFORESPONSE']._serialized_start=1320
+  _globals['_INFORESPONSE']._serialized_end=1497
+  _globals['_INFERENCE']._serialized_start=1500
+  _globals['_INFERENCE']._serialized_end=1936
 # @@protoc_insertion_point(module_scope)

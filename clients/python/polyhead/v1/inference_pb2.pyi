@@ -7,14 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("task", "texts", "top_k")
+    __slots__ = ("task", "texts", "top_k", "images")
     TASK_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
     task: str
     texts: _containers.RepeatedScalarFieldContainer[str]
     top_k: int
-    def __init__(self, task: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ...) -> None: ...
+    images: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, task: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., images: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class LabelScore(_message.Message):
     __slots__ = ("label", "score")
@@ -45,14 +47,16 @@ class ClassifyResponse(_message.Message):
     def __init__(self, task: _Optional[str] = ..., head_version: _Optional[int] = ..., results: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ...) -> None: ...
 
 class ClassifyMultiRequest(_message.Message):
-    __slots__ = ("tasks", "texts", "top_k")
+    __slots__ = ("tasks", "texts", "top_k", "images")
     TASKS_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
     tasks: _containers.RepeatedScalarFieldContainer[str]
     texts: _containers.RepeatedScalarFieldContainer[str]
     top_k: int
-    def __init__(self, tasks: _Optional[_Iterable[str]] = ..., texts: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ...) -> None: ...
+    images: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, tasks: _Optional[_Iterable[str]] = ..., texts: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., images: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class ClassifyMultiResponse(_message.Message):
     __slots__ = ("responses",)
@@ -61,10 +65,12 @@ class ClassifyMultiResponse(_message.Message):
     def __init__(self, responses: _Optional[_Iterable[_Union[ClassifyResponse, _Mapping]]] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("texts",)
+    __slots__ = ("texts", "images")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, texts: _Optional[_Iterable[str]] = ...) -> None: ...
+    images: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., images: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class Embedding(_message.Message):
     __slots__ = ("values",)
@@ -157,7 +163,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("backbone", "dim", "fingerprint", "max_seq_length", "device", "dtype", "server_version", "backend")
+    __slots__ = ("backbone", "dim", "fingerprint", "max_seq_length", "device", "dtype", "server_version", "backend", "input")
     BACKBONE_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
@@ -166,6 +172,7 @@ class InfoResponse(_message.Message):
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
     backbone: str
     dim: int
     fingerprint: str
@@ -174,4 +181,5 @@ class InfoResponse(_message.Message):
     dtype: str
     server_version: str
     backend: str
-    def __init__(self, backbone: _Optional[str] = ..., dim: _Optional[int] = ..., fingerprint: _Optional[str] = ..., max_seq_length: _Optional[int] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., server_version: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
+    input: str
+    def __init__(self, backbone: _Optional[str] = ..., dim: _Optional[int] = ..., fingerprint: _Optional[str] = ..., max_seq_length: _Optional[int] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., server_version: _Optional[str] = ..., backend: _Optional[str] = ..., input: _Optional[str] = ...) -> None: ...
