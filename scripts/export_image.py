@@ -17,7 +17,6 @@ venv:
     source .polyhead-env && python scripts/export_image.py models/efficientnet-lite0
 """
 import contextlib
-import hashlib
 import json
 import os
 import sys
@@ -25,6 +24,9 @@ import tempfile
 
 import torch
 from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from export_onnx import sha256  # noqa: E402  (one file hash for both exporters)
 
 ARCH = "efficientnet-lite0"
 # The port's own preprocessing (its README): resize the shorter side, centre crop, the
@@ -56,14 +58,6 @@ def load():
     with contextlib.redirect_stdout(sys.stderr):
         net = EfficientNet.from_pretrained(ARCH, weights_path=weights)
     return Features(net).eval(), weights
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def main():

@@ -247,11 +247,7 @@ impl Encoder {
             policy,
         };
         // One pass over a blank picture: the graph runs and gives `dim` values.
-        let blank = Encoded::Pixels {
-            rgb: vec![0; encoder.image_values()],
-            cost: 1,
-        };
-        let width = encoder.forward(&[&blank])?.len();
+        let width = encoder.forward(&[&encoder.blank()])?.len();
         if width != encoder.info.dim {
             return Err(Error::Runtime {
                 runtime: spec.name,
@@ -264,10 +260,15 @@ impl Encoder {
         Ok(encoder)
     }
 
-    fn image_values(&self) -> usize {
-        match &self.family {
+    /// A black picture of the size the image family reads.
+    fn blank(&self) -> Encoded {
+        let bytes = match &self.family {
             Family::Image(c) => c.values(),
             Family::Text(_) => 0,
+        };
+        Encoded::Pixels {
+            rgb: vec![0; bytes],
+            cost: 1,
         }
     }
 
@@ -275,13 +276,7 @@ impl Encoder {
     pub fn warm_up(&self) -> Result<()> {
         match &self.family {
             Family::Text(_) => self.embed(&["warm-up"]).map(drop),
-            Family::Image(_) => {
-                let blank = Encoded::Pixels {
-                    rgb: vec![0; self.image_values()],
-                    cost: 1,
-                };
-                self.forward(&[&blank]).map(drop)
-            }
+            Family::Image(_) => self.forward(&[&self.blank()]).map(drop),
         }
     }
 

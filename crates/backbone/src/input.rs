@@ -36,11 +36,6 @@ impl Input {
             Input::Image(b) => (1, b),
         }
     }
-
-    /// Its size on the wire, in bytes.
-    pub fn byte_len(&self) -> usize {
-        self.key_bytes().1.len()
-    }
 }
 
 impl From<String> for Input {

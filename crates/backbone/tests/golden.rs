@@ -3,7 +3,7 @@
 mod common;
 use std::path::PathBuf;
 
-use common::model_dir;
+use common::{cosine, model_dir};
 use polyhead_backbone::{Backend, Dtype, Encoder, EncoderOptions};
 use serde::Deserialize;
 
@@ -35,17 +35,6 @@ fn encoder_on(backend: Backend, dtype: Dtype, batch_size: usize) -> Encoder {
         .unwrap_or_else(|e| panic!("{e} (run scripts/setup.sh first)"));
     assert_eq!(enc.info().backend, backend.to_string());
     enc
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum();
-    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb).max(1e-12)
 }
 
 fn min_cosine(dtype: Dtype) -> (f64, String) {

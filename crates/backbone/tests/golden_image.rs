@@ -2,8 +2,10 @@
 //! scripts/golden_image.py): the preprocessing against PIL + torchvision's recipe,
 //! the network on each runtime against the eager PyTorch model, and both together.
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+mod common;
 use std::path::PathBuf;
 
+use common::cosine;
 use polyhead_backbone::{
     testing::image_model_dir, Backend, Encoded, Encoder, EncoderOptions, Input,
 };
@@ -48,17 +50,6 @@ fn encoder(backend: Backend) -> Encoder {
     }
     assert_eq!(enc.info().input, "image");
     enc
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum();
-    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb).max(1e-12)
 }
 
 /// The reference crop (RGB bytes, row-major).

@@ -7,6 +7,9 @@ use std::{net::SocketAddr, path::PathBuf};
 use config::{Config, Environment, File, FileFormat};
 use polyhead_backbone::{Backend, Device, Dtype, EncoderOptions};
 use serde::{Deserialize, Serialize};
+use unset::{empty_is_none, optional_addr};
+
+mod unset;
 
 /// The compiled-in defaults.
 pub const DEFAULTS: &str = include_str!("defaults.toml");
@@ -451,57 +454,5 @@ mod tests {
         assert!(err.to_string().contains("server.max_images"), "{err}");
         let err = Settings::load(None, &[("server.max_image_bytes", "0".into())]).unwrap_err();
         assert!(err.to_string().contains("max_image_bytes"), "{err}");
-    }
-}
-
-/// An address that may be off: `""` (or `off`) is `None`.
-mod optional_addr {
-    use std::net::SocketAddr;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(a) => s.collect_str(a),
-            None => s.serialize_str(""),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
-        let v = String::deserialize(d)?;
-        match v.trim() {
-            "" | "off" => Ok(None),
-            a => a.parse().map(Some).map_err(|e| {
-                serde::de::Error::custom(format!("{a:?} is not HOST:PORT ({e}); \"\" turns it off"))
-            }),
-        }
-    }
-}
-
-/// A setting that may be unset: `""` in TOML or the environment is `None`, and
-/// `None` is written back as `""`.
-mod empty_is_none {
-    use std::ffi::OsStr;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S, T>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error>
-    where
-        S: Serializer,
-        T: AsRef<OsStr>,
-    {
-        match v {
-            Some(v) => s.serialize_str(&v.as_ref().to_string_lossy()),
-            None => s.serialize_str(""),
-        }
-    }
-
-    pub fn deserialize<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-    where
-        D: Deserializer<'de>,
-        T: From<String>,
-    {
-        let v = String::deserialize(d)?;
-        Ok((!v.is_empty()).then(|| T::from(v)))
     }
 }

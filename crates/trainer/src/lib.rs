@@ -9,6 +9,7 @@
 //! - [`evaluate_head`]: metrics of a stored head on labelled data.
 #![deny(missing_docs)]
 
+mod baseline;
 mod budget;
 mod dataset;
 mod error;

@@ -10,9 +10,10 @@ use polyhead_heads::{
 use serde::Serialize;
 
 use crate::{
+    baseline::{baseline_on_split, Baseline, THUMBNAIL_DIM, THUMBNAIL_SIDE},
     features::{CacheStats, FeatureCache},
     metrics::{argmax_rows, evaluate},
-    select::{baseline_on_split, choose, Baseline, Examples, THUMBNAIL_DIM, THUMBNAIL_SIDE},
+    select::{choose, Examples},
     split::stratified_split,
     train::{train_head, EpochReport, Split},
     Budget, Dataset, Error, HeadChoice, Result, TrainOptions,
@@ -183,16 +184,16 @@ pub fn train_task(
         }
         Ok(out)
     };
-    let skip = req.options.skip_baseline || !images;
-    let pixels = if skip { None } else { Some(thumbs(&texts)?) };
-    let pixels_test = match (&test, skip) {
-        (Some((t, _)), false) => Some(thumbs(t)?),
-        _ => None,
+    // An image task is marked by `pixels`, empty when no baseline is trained.
+    let with_baseline = images && !req.options.skip_baseline;
+    let pixels = match (images, with_baseline) {
+        (false, _) => None,
+        (true, false) => Some(Vec::new()),
+        (true, true) => Some(thumbs(&texts)?),
     };
-    let (pixels, pixels_test) = match images {
-        // Without a baseline, an image task still needs `pixels` to mark it as one.
-        true => (Some(pixels.unwrap_or_default()), pixels_test),
-        false => (None, None),
+    let pixels_test = match &test {
+        Some((t, _)) if with_baseline => Some(thumbs(t)?),
+        _ => None,
     };
     let t1 = Instant::now();
     let dim = encoder.info().dim;

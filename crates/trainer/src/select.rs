@@ -7,6 +7,7 @@ use polyhead_heads::argmax;
 use polyhead_heads::{Candidate, Dense, Head, HeadKind, Lexicon, Metrics, Selection, SparseRow};
 
 use crate::{
+    baseline::{baseline_design, Baseline, BASELINE_C},
     logreg::{fit, Design, Fit, Problem},
     metrics::evaluate,
     split::{stratified_folds, stratified_split},
@@ -18,8 +19,6 @@ use crate::{
 /// one stratified 20% hold-out.
 const SMALL: usize = 500;
 const MEDIUM: usize = 2000;
-/// The baseline is scikit-learn's default `LogisticRegression(C=1.0)` on TF-IDF.
-const BASELINE_C: f64 = 1.0;
 /// A hybrid head's lexical weights stay below this many parameters (vocabulary x
 /// labels): they, and L-BFGS's history of ~25 vectors of that size, must fit in memory.
 const MAX_LEXICAL_PARAMS: usize = 1_000_000;
@@ -32,15 +31,10 @@ pub(crate) struct Examples<'a> {
     pub texts: &'a [String],
     pub y: &'a [usize],
     pub n_train: usize,
-    /// For pictures: each row's thumbnail (`THUMBNAIL_DIM` values), which the
+    /// For pictures: each row's thumbnail (`baseline::THUMBNAIL_DIM` values), which the
     /// from-scratch baseline reads instead of TF-IDF; hybrid heads do not apply.
     pub pixels: Option<&'a [f32]>,
 }
-
-/// The pixel baseline's thumbnails: 16 x 16 RGB.
-pub(crate) const THUMBNAIL_SIDE: u32 = 16;
-/// Values per thumbnail.
-pub(crate) const THUMBNAIL_DIM: usize = (THUMBNAIL_SIDE * THUMBNAIL_SIDE * 3) as usize;
 
 /// A candidate configuration.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -104,9 +98,9 @@ fn grid(choice: HeadChoice, n: usize) -> Vec<Config> {
 }
 
 /// Where each candidate is fitted and scored: `(fit rows, scored rows)` pairs.
-struct Plan {
-    method: String,
-    splits: Vec<(Vec<usize>, Vec<usize>)>,
+pub(crate) struct Plan {
+    pub method: String,
+    pub splits: Vec<(Vec<usize>, Vec<usize>)>,
 }
 
 fn plan(ex: &Examples<'_>, seed: u64) -> Plan {
@@ -138,7 +132,7 @@ fn plan(ex: &Examples<'_>, seed: u64) -> Plan {
 }
 
 /// Out-of-sample class probabilities of every scored row, by plan.
-struct Scored {
+pub(crate) struct Scored {
     rows: Vec<usize>,
     probs: Vec<Vec<f64>>,
 }
@@ -162,14 +156,15 @@ impl Scored {
             .sum();
         total / self.rows.len().max(1) as f64
     }
-    fn metrics(&self, labels: &[String], y: &[usize]) -> Metrics {
+    pub fn metrics(&self, labels: &[String], y: &[usize]) -> Metrics {
         let truth: Vec<usize> = self.rows.iter().map(|&i| y[i]).collect();
         let predicted: Vec<usize> = self.probs.iter().map(|p| argmax(p)).collect();
         evaluate(labels, &truth, &predicted)
     }
 }
 
-struct Context<'a> {
+/// Fits and scores logistic regressions on one set of labels.
+pub(crate) struct Context<'a> {
     y: &'a [usize],
     weights: Vec<f32>,
     classes: usize,
@@ -177,7 +172,12 @@ struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
-    fn new(y: &'a [usize], classes: usize, o: &TrainOptions, budget: &'a Budget) -> Context<'a> {
+    pub fn new(
+        y: &'a [usize],
+        classes: usize,
+        o: &TrainOptions,
+        budget: &'a Budget,
+    ) -> Context<'a> {
         Context {
             y,
             weights: class_weights(y, classes, o.class_weighting),
@@ -186,7 +186,7 @@ impl<'a> Context<'a> {
         }
     }
 
-    fn fit(&self, x: &Design<'_>, idx: &[usize], c: f64) -> Result<Fit> {
+    pub fn fit(&self, x: &Design<'_>, idx: &[usize], c: f64) -> Result<Fit> {
         let p = Problem {
             x,
             idx,
@@ -198,7 +198,7 @@ impl<'a> Context<'a> {
         fit(&p, self.budget)
     }
 
-    fn score(&self, x: &Design<'_>, plan: &Plan, c: f64) -> Result<Scored> {
+    pub fn score(&self, x: &Design<'_>, plan: &Plan, c: f64) -> Result<Scored> {
         let mut scored = Scored {
             rows: Vec::new(),
             probs: Vec::new(),
@@ -225,72 +225,6 @@ pub(crate) struct Chosen {
     pub baseline: Option<(Metrics, Baseline)>,
     /// L-BFGS iterations of the final fit.
     pub iterations: usize,
-}
-
-/// The from-scratch baseline, refitted on every example: TF-IDF + logistic
-/// regression for texts, logistic regression on 16 x 16 thumbnails for pictures.
-pub(crate) enum Baseline {
-    Lexical { lexicon: Lexicon, fit: Fit },
-    Pixels { fit: Fit },
-}
-
-impl Baseline {
-    /// Metrics on labelled examples (texts, or their thumbnails for pictures).
-    pub fn evaluate(
-        &self,
-        labels: &[String],
-        texts: &[String],
-        pixels: Option<&[f32]>,
-        truth: &[usize],
-    ) -> Metrics {
-        let (fit, rows, x) = match self {
-            Baseline::Lexical { lexicon, fit } => {
-                let rows: Vec<SparseRow> = texts.iter().map(|t| lexicon.transform(t)).collect();
-                (fit, rows, None)
-            }
-            Baseline::Pixels { fit } => (fit, Vec::new(), Some(pixels.unwrap_or_default())),
-        };
-        let x = match (self, x) {
-            (Baseline::Pixels { .. }, Some(p)) => Design {
-                dense: p,
-                dim: THUMBNAIL_DIM,
-                sparse: &[],
-                vocab: 0,
-                alpha: 1.0,
-            },
-            (Baseline::Lexical { lexicon, .. }, _) => Design {
-                dense: &[],
-                dim: 0,
-                sparse: &rows,
-                vocab: lexicon.len(),
-                alpha: 1.0,
-            },
-            _ => return evaluate(labels, truth, &[]),
-        };
-        let n = truth.len();
-        let predicted: Vec<usize> = (0..n).map(|i| argmax(&fit.probs(&x, i))).collect();
-        evaluate(labels, truth, &predicted)
-    }
-}
-
-/// The baseline's design over `ex`: its thumbnails, or TF-IDF rows.
-fn baseline_design<'a>(ex: &Examples<'a>, sparse: &'a [SparseRow], vocab: usize) -> Design<'a> {
-    match ex.pixels {
-        Some(p) => Design {
-            dense: p,
-            dim: THUMBNAIL_DIM,
-            sparse: &[],
-            vocab: 0,
-            alpha: 1.0,
-        },
-        None => Design {
-            dense: &[],
-            dim: 0,
-            sparse,
-            vocab,
-            alpha: 1.0,
-        },
-    }
 }
 
 /// Scores every candidate for `choice`, refits the best on every example, and
@@ -366,14 +300,10 @@ pub(crate) fn choose(
         let x = baseline_design(ex, &sparse, vocab);
         let oof = cx.score(&x, &plan, BASELINE_C)?;
         let fit = cx.fit(&x, &all, BASELINE_C)?;
-        let baseline = match ex.pixels {
-            Some(_) => Baseline::Pixels { fit },
-            None => Baseline::Lexical {
-                lexicon: lexicon.clone(),
-                fit,
-            },
-        };
-        Some((oof.metrics(labels, ex.y), baseline))
+        Some((
+            oof.metrics(labels, ex.y),
+            Baseline::of(ex, lexicon.clone(), fit),
+        ))
     };
     Ok(Chosen {
         head,
@@ -415,38 +345,6 @@ fn pick(candidates: &[Candidate], n_scored: usize) -> Option<usize> {
             ka.cmp(&kb).then(la.total_cmp(&lb))
         })
         .map(|(i, _)| i)
-}
-
-/// The baseline fitted on rows `fit_rows` and scored on `held` (the MLP's split).
-pub(crate) fn baseline_on_split(
-    ex: &Examples<'_>,
-    labels: &[String],
-    fit_rows: &[usize],
-    held: &[usize],
-    o: &TrainOptions,
-    budget: &Budget,
-) -> Result<(Metrics, Baseline)> {
-    let classes = labels.len();
-    let cx = Context::new(ex.y, classes, o, budget);
-    let texts: &[String] = if ex.pixels.is_some() { &[] } else { ex.texts };
-    let refs: Vec<&str> = fit_rows
-        .iter()
-        .filter_map(|&i| texts.get(i).map(String::as_str))
-        .collect();
-    let lexicon = Lexicon::fit(&refs, o.baseline_max_features);
-    let sparse: Vec<SparseRow> = texts.iter().map(|t| lexicon.transform(t)).collect();
-    let x = baseline_design(ex, &sparse, lexicon.len());
-    let plan = Plan {
-        method: "split".into(),
-        splits: vec![(fit_rows.to_vec(), held.to_vec())],
-    };
-    let scored = cx.score(&x, &plan, BASELINE_C)?;
-    let fit = cx.fit(&x, fit_rows, BASELINE_C)?;
-    let baseline = match ex.pixels {
-        Some(_) => Baseline::Pixels { fit },
-        None => Baseline::Lexical { lexicon, fit },
-    };
-    Ok((scored.metrics(labels, ex.y), baseline))
 }
 
 /// The fitted weights as a servable head. A hybrid head's lexical weight `alpha` is

@@ -107,13 +107,18 @@ pub(crate) fn library(
 
 /// `file` in the export folder `dir`, which must be there.
 pub(crate) fn file(runtime: &'static str, dir: &Path, file: &str) -> Result<PathBuf> {
+    file_or(runtime, dir, file, FIX)
+}
+
+/// `file` in `dir`, which must be there; `fix` says what to run when it is not.
+fn file_or(runtime: &'static str, dir: &Path, file: &str, fix: &str) -> Result<PathBuf> {
     let path = dir.join(file);
     if path.is_file() {
         Ok(path)
     } else {
         Err(missing(
             runtime,
-            format!("{} is missing; {FIX}", path.display()),
+            format!("{} is missing; {fix}", path.display()),
         ))
     }
 }
@@ -138,18 +143,14 @@ pub(crate) fn image_graph(
     kind: &str,
 ) -> Result<PathBuf> {
     let meta_path = dir.join("export.json");
-    let bytes = std::fs::read(&meta_path).map_err(|e| {
+    let unreadable = |e: &dyn std::fmt::Display| {
         missing(
             runtime,
             format!("{}: {e}; {IMAGE_FIX}", meta_path.display()),
         )
-    })?;
-    let meta: ImageExport = serde_json::from_slice(&bytes).map_err(|e| {
-        missing(
-            runtime,
-            format!("{}: {e}; {IMAGE_FIX}", meta_path.display()),
-        )
-    })?;
+    };
+    let bytes = std::fs::read(&meta_path).map_err(|e| unreadable(&e))?;
+    let meta: ImageExport = serde_json::from_slice(&bytes).map_err(|e| unreadable(&e))?;
     if meta.format != "polyhead-image-v1" || meta.source_model_sha256 != config.source_model_sha256
     {
         return Err(missing(
@@ -167,13 +168,5 @@ pub(crate) fn image_graph(
             format!("{} lists no {kind} graph; {IMAGE_FIX}", meta_path.display()),
         )
     })?;
-    let path = dir.join(name);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(missing(
-            runtime,
-            format!("{} is missing; {IMAGE_FIX}", path.display()),
-        ))
-    }
+    file_or(runtime, dir, name, IMAGE_FIX)
 }

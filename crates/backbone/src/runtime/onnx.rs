@@ -110,10 +110,6 @@ impl Runtime for OnnxImage {
         ))
     }
 
-    fn health(&self) -> Result<usize> {
-        Ok(self.dim)
-    }
-
     fn forward_pixels(&self, batch: &PixelBatch) -> Result<Vec<f32>> {
         let shape = [batch.rows, 3, batch.side, batch.side];
         let tensor = Tensor::from_array((shape, batch.values.clone())).map_err(fail)?;

@@ -133,10 +133,6 @@ impl Runtime for TorchImage {
         })
     }
 
-    fn health(&self) -> Result<usize> {
-        Ok(self.dim)
-    }
-
     fn forward_pixels(&self, batch: &PixelBatch) -> Result<Vec<f32>> {
         let side = batch.side as i64;
         let x = Tensor::from_slice(&batch.values)
