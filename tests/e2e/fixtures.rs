@@ -101,14 +101,20 @@ pub fn artifact(task: &str, fingerprint: &str, dim: usize) -> HeadArtifact {
             name: "all-MiniLM-L6-v2".into(),
             fingerprint: fingerprint.into(),
             dim,
+            ..Default::default()
         },
         training: serde_json::Value::Null,
         dataset_hash: String::new(),
         created_at: "2026-11-28T00:00:00Z".into(),
         metrics: None,
         selection: None,
+        branch: None,
     };
-    HeadArtifact { manifest, head }
+    HeadArtifact {
+        manifest,
+        head,
+        branch: None,
+    }
 }
 
 /// The RegisterHead request for `a`.

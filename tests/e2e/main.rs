@@ -1,6 +1,7 @@
 //! End-to-end tests: each starts the real `polyhead serve` and talks gRPC to it.
 #![allow(clippy::unwrap_used)]
 
+mod adapt;
 mod attacks;
 mod defects;
 mod deploy;

@@ -103,30 +103,50 @@ impl Layer {
         }
     }
 
-    /// `x`: (batch, seq, hidden); `mask`: bool (batch, 1, 1, seq), true = attend.
-    fn forward(&self, x: &Tensor, mask: &Tensor) -> Tensor {
+    /// `x`: (batch, seq, hidden); `mask`: bool (batch, 1, 1, seq), true = attend;
+    /// `delta`: a branch's low-rank updates of this layer's linears, or none.
+    fn forward(&self, x: &Tensor, mask: &Tensor, delta: Option<&LayerDelta>) -> Tensor {
         let size = x.size();
         let (b, s, h) = (size[0], size[1], size[2]);
         let heads = |t: Tensor| {
             t.view([b, s, self.num_heads, h / self.num_heads])
                 .transpose(1, 2)
         };
-        let q = heads(x.apply(&self.query));
-        let k = heads(x.apply(&self.key));
-        let v = heads(x.apply(&self.value));
+        // y = x W^T + b, plus (x A^T) B^T * scale where the branch updates W.
+        let lin = |x: &Tensor, l: &nn::Linear, target: usize| {
+            let y = x.apply(l);
+            match delta {
+                Some(d) => {
+                    let (a, bb) = &d.pairs[target];
+                    y + x.matmul(&a.tr()).matmul(&bb.tr()) * d.scale
+                }
+                None => y,
+            }
+        };
+        let q = heads(lin(x, &self.query, 0));
+        let k = heads(lin(x, &self.key, 1));
+        let v = heads(lin(x, &self.value, 2));
         // softmax(QK^T / sqrt(d)) V; the fused kernel applies the 1/sqrt(d) scale itself.
         let ctx =
             Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, false);
         let ctx = ctx.transpose(1, 2).contiguous().view([b, s, h]);
-        let attended = (ctx.apply(&self.attention_output) + x).apply(&self.attention_norm);
-        let inner = attended.apply(&self.intermediate);
+        let attended = (lin(&ctx, &self.attention_output, 3) + x).apply(&self.attention_norm);
+        let inner = lin(&attended, &self.intermediate, 4);
         let inner = match self.act {
             Activation::Gelu => inner.gelu("none"),
             Activation::GeluTanh => inner.gelu("tanh"),
             Activation::Relu => inner.relu(),
         };
-        (inner.apply(&self.output) + attended).apply(&self.output_norm)
+        (lin(&inner, &self.output, 5) + attended).apply(&self.output_norm)
     }
+}
+
+/// A branch's low-rank updates of one layer, as tensors: one `(A, B)` pair per linear
+/// in [`TARGETS`](crate::branch::TARGETS) order, `A` (rank, in) and `B` (out, rank);
+/// the layer computes `x W^T + b + (x A^T) B^T * scale`.
+pub(crate) struct LayerDelta {
+    pub pairs: Vec<(Tensor, Tensor)>,
+    pub scale: f64,
 }
 
 /// The encoder stack: `embeddings` and `encoder.layer.*`. The pooler is not used
@@ -152,11 +172,64 @@ impl Bert {
     /// Token states (batch, seq, hidden) for right-padded `input_ids` and a 0/1
     /// `attention_mask`, both (batch, seq) int64.
     pub(crate) fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Tensor {
-        let mask = attention_mask.to_kind(Kind::Bool).unsqueeze(1).unsqueeze(1);
+        self.forward_upto(input_ids, attention_mask, self.layers.len())
+    }
+
+    /// The number of transformer layers.
+    pub(crate) fn depth(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Token states after the first `upto` layers (0: the embeddings' output).
+    pub(crate) fn forward_upto(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        upto: usize,
+    ) -> Tensor {
+        let mask = attend(attention_mask);
         let mut x = self.embeddings.forward(input_ids);
-        for layer in &self.layers {
-            x = layer.forward(&x, &mask);
+        for layer in &self.layers[..upto.min(self.layers.len())] {
+            x = layer.forward(&x, &mask, None);
         }
         x
     }
+
+    /// Runs layers `from..from + deltas.len()` on `states` (the output of layer
+    /// `from - 1`), each with its branch update; with no deltas, returns `states`.
+    pub(crate) fn forward_from(
+        &self,
+        states: &Tensor,
+        attention_mask: &Tensor,
+        from: usize,
+        deltas: &[LayerDelta],
+    ) -> Tensor {
+        let mask = attend(attention_mask);
+        let mut x = states.shallow_clone();
+        for (layer, delta) in self.layers[from..].iter().zip(deltas) {
+            x = layer.forward(&x, &mask, Some(delta));
+        }
+        x
+    }
+
+    /// Runs layers `from..to` without updates (the frozen path between two depths).
+    pub(crate) fn forward_between(
+        &self,
+        states: &Tensor,
+        attention_mask: &Tensor,
+        from: usize,
+        to: usize,
+    ) -> Tensor {
+        let mask = attend(attention_mask);
+        let mut x = states.shallow_clone();
+        for layer in &self.layers[from..to.min(self.layers.len())] {
+            x = layer.forward(&x, &mask, None);
+        }
+        x
+    }
+}
+
+/// The attention mask as SDPA takes it: bool (batch, 1, 1, seq), true = attend.
+fn attend(attention_mask: &Tensor) -> Tensor {
+    attention_mask.to_kind(Kind::Bool).unsqueeze(1).unsqueeze(1)
 }

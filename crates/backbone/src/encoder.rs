@@ -3,7 +3,7 @@
 //! [`EncoderHandle`](crate::EncoderHandle)); not shared.
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, OnceLock},
 };
 
 use sha2::{Digest, Sha256};
@@ -15,7 +15,8 @@ use crate::{
     pool::pool,
     runtime::{self, ImageLoad, LoadRequest, PixelBatch, Runtime, TokenBatch},
     tokenize::{load_tokenizer, token_ids},
-    BackboneInfo, BatchPolicy, Encoded, EncoderOptions, Error, Input, Result,
+    BackboneInfo, BatchPolicy, Branch, BranchShape, Encoded, EncoderOptions, Error, Input, Result,
+    Top,
 };
 
 /// What prepares inputs for the runtime, shared by the encoder and the handle (which
@@ -135,6 +136,9 @@ pub struct Encoder {
     family: Family,
     info: BackboneInfo,
     policy: BatchPolicy,
+    /// The checkpoint in libtorch for branches, loaded by the first branch pass
+    /// (a server with no adapted task never holds it).
+    top: OnceLock<std::result::Result<Top, String>>,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -193,6 +197,12 @@ impl Encoder {
             input: "text".into(),
             dim,
             max_seq_length: sentence.max_seq_length,
+            layers: config.num_hidden_layers as usize,
+            branch: Some(BranchShape {
+                depth: config.num_hidden_layers as usize,
+                hidden: dim,
+                intermediate: config.intermediate_size as usize,
+            }),
             pooling: sentence.pooling.as_str().to_owned(),
             normalize: sentence.normalize,
             fingerprint: fingerprint(&weights_bytes, &tokenizer_bytes, &sentence),
@@ -206,6 +216,7 @@ impl Encoder {
             family: Family::Text(sentence),
             info,
             policy,
+            top: OnceLock::new(),
         })
     }
 
@@ -229,6 +240,8 @@ impl Encoder {
             input: "image".into(),
             dim: config.dim,
             max_seq_length: 0,
+            layers: 0,
+            branch: None,
             pooling: "mean".into(),
             normalize: config.normalize,
             fingerprint: image_fingerprint(&config),
@@ -245,6 +258,7 @@ impl Encoder {
             family: Family::Image(config),
             info,
             policy,
+            top: OnceLock::new(),
         };
         // One pass over a blank picture: the graph runs and gives `dim` values.
         let width = encoder.forward(&[&encoder.blank()])?.len();
@@ -368,6 +382,46 @@ impl Encoder {
             return Err(Error::InvalidOption(format!("no pass embeds input {i}")));
         }
         Ok(Embeddings::new(dim, out))
+    }
+
+    /// Embeds token `ids` under each of `branches` in the batch policy's passes,
+    /// calling `between` before each: per pass, the trunk runs once for every
+    /// branch (see [`Top::embed_branches`]). One [`Embeddings`] per branch.
+    pub fn embed_branches(
+        &self,
+        ids: &[Encoded],
+        branches: &[&Branch],
+        between: &mut dyn FnMut(),
+    ) -> Result<Vec<Embeddings>> {
+        let rows = ids
+            .iter()
+            .map(|e| match e {
+                Encoded::Tokens(t) => Ok(t.as_slice()),
+                Encoded::Pixels { .. } => Err(Error::Input(
+                    "branches adapt a text backbone's layers; this input is a picture".into(),
+                )),
+            })
+            .collect::<Result<Vec<&[u32]>>>()?;
+        let top = self
+            .top
+            .get_or_init(|| Top::load(&self.info.model_dir).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| Error::InvalidOption(format!("cannot load the branch layers: {e}")))?;
+        let dim = self.info.dim;
+        let mut out: Vec<Vec<f32>> = vec![vec![0f32; ids.len() * dim]; branches.len()];
+        let lens: Vec<usize> = rows.iter().map(|r| r.len()).collect();
+        for pass in self.policy.passes(&lens).iter() {
+            between();
+            let batch: Vec<&[u32]> = pass.iter().map(|&i| rows[i]).collect();
+            let pooled = top.embed_branches(&batch, branches)?;
+            for (b, emb) in pooled.iter().enumerate() {
+                for (row, &i) in pass.iter().enumerate() {
+                    out[b][i * dim..(i + 1) * dim]
+                        .copy_from_slice(&emb[row * dim..(row + 1) * dim]);
+                }
+            }
+        }
+        Ok(out.into_iter().map(|v| Embeddings::new(dim, v)).collect())
     }
 
     /// One forward pass over `batch`, laid out as the runtime wants it, pooled.

@@ -11,8 +11,8 @@ use std::{path::PathBuf, sync::Arc, thread};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    encoder::Prepare, BackboneInfo, BatchPolicy, Embeddings, Encoded, Encoder, EncoderOptions,
-    Error, Input, Passes, Result,
+    encoder::Prepare, BackboneInfo, BatchPolicy, Branch, Embeddings, Encoded, Encoder,
+    EncoderOptions, Error, Input, Passes, Result,
 };
 
 /// Queue depth between callers and the model thread. Callers wait (async) when full.
@@ -27,6 +27,11 @@ enum Job {
         ids: Vec<Encoded>,
         passes: Passes,
         reply: oneshot::Sender<Result<Embeddings>>,
+    },
+    EmbedBranches {
+        ids: Vec<Encoded>,
+        branches: Vec<Arc<Branch>>,
+        reply: oneshot::Sender<Result<Vec<Embeddings>>>,
     },
 }
 
@@ -50,6 +55,17 @@ impl Job {
                     return;
                 }
                 (encoder.embed_passes(&ids, &passes, between), reply)
+            }
+            Job::EmbedBranches {
+                ids,
+                branches,
+                reply,
+            } => {
+                if !reply.is_closed() {
+                    let refs: Vec<&Branch> = branches.iter().map(|b| b.as_ref()).collect();
+                    let _ = reply.send(encoder.embed_branches(&ids, &refs, between));
+                }
+                return;
             }
         };
         let _ = reply.send(result);
@@ -198,6 +214,44 @@ impl EncoderHandle {
     /// before the job runs costs no forward pass.
     pub async fn embed_passes(&self, ids: Vec<Encoded>, passes: Passes) -> Result<Embeddings> {
         submit(&self.tx, |reply| Job::EmbedPasses { ids, passes, reply }).await
+    }
+
+    /// Embeds prepared texts under each branch on the model thread (inference
+    /// priority): the trunk runs once per pass for all of them. One [`Embeddings`]
+    /// per branch, in order.
+    pub async fn embed_branches(
+        &self,
+        ids: Vec<Encoded>,
+        branches: Vec<Arc<Branch>>,
+    ) -> Result<Vec<Embeddings>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::EmbedBranches {
+                ids,
+                branches,
+                reply,
+            })
+            .await
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// [`EncoderHandle::embed_branches`] at background priority, for synchronous
+    /// callers (the trainer's evaluation). Must not be called from an async runtime.
+    pub fn embed_branches_blocking(
+        &self,
+        ids: Vec<Encoded>,
+        branches: Vec<Arc<Branch>>,
+    ) -> Result<Vec<Embeddings>> {
+        let (reply, rx) = oneshot::channel();
+        self.background
+            .blocking_send(Job::EmbedBranches {
+                ids,
+                branches,
+                reply,
+            })
+            .map_err(|_| Error::Stopped)?;
+        rx.blocking_recv().map_err(|_| Error::Stopped)?
     }
 
     /// Embeds `texts` at background priority from async code: inference work on the

@@ -20,6 +20,7 @@
 
 mod batching;
 mod bert;
+mod branch;
 mod config;
 mod encoder;
 mod error;
@@ -38,6 +39,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use batching::{BatchPolicy, Passes};
+pub use branch::{Branch, BranchShape, LowRank, Top, TARGETS};
 pub use encoder::{Embeddings, Encoder};
 pub use error::{Error, Result};
 pub use handle::EncoderHandle;
@@ -59,6 +61,11 @@ pub struct BackboneInfo {
     pub dim: usize,
     /// Inputs are truncated to this many tokens (0 for an image backbone).
     pub max_seq_length: usize,
+    /// Transformer layers (0 for an image backbone): what a branch's depth counts.
+    pub layers: usize,
+    /// What a task's branch must fit (none for an image backbone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<BranchShape>,
     /// Pooling mode (`mean`, `cls`, ...).
     pub pooling: String,
     /// Whether embeddings are L2-normalised.

@@ -70,6 +70,15 @@ pub struct TrainArgs {
     /// AdamW learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Fine-tuning transfer: auto (adapted candidates, a branch over the backbone's
+    /// top layers, are scored beside the frozen heads and kept only when their
+    /// held-out gain pays for the layers they add), never (frozen features only) or
+    /// always.
+    #[arg(long, default_value = "auto", value_name = "WHEN")]
+    pub adapt: String,
+    /// Adapted depths to try, in layers from the top, comma-separated (default 1,2).
+    #[arg(long, value_name = "D,..", value_delimiter = ',')]
+    pub adapt_layers: Vec<usize>,
     /// Store the version but leave the active one alone.
     #[arg(long)]
     pub no_activate: bool,
@@ -257,8 +266,13 @@ fn progress_printer(quiet: bool) -> impl FnMut(Progress) {
             ),
             Progress::Epoch(_) => {}
             Progress::Candidate(c) => eprintln!(
-                "[train] candidate {:<28} accuracy {:.4}  log-loss {:.4}",
-                c.name, c.accuracy, c.log_loss
+                "[train] candidate {:<28} accuracy {:.4}  log-loss {:.4}{}",
+                c.name,
+                c.accuracy,
+                c.log_loss,
+                c.cost_us
+                    .map(|us| format!("  +{us:.0} us/text ({} layers)", c.layers))
+                    .unwrap_or_default()
             ),
         }
     }
@@ -268,8 +282,12 @@ fn progress_printer(quiet: bool) -> impl FnMut(Progress) {
 pub fn train(settings: &Settings, a: &TrainArgs) -> Result<()> {
     let mut options = TrainOptions {
         head: a.head.parse()?,
+        adapt: a.adapt.parse()?,
         ..Default::default()
     };
+    if !a.adapt_layers.is_empty() {
+        options.adapt_layers = a.adapt_layers.clone();
+    }
     if let Some(s) = a.seed {
         options.seed = s;
     }

@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 
 use crate::{
-    validate_task_name, BackboneRef, Dense, Error, Head, HeadKind, Lexicon, Manifest, Result,
-    FORMAT_VERSION,
+    validate_task_name, BackboneRef, BranchSpec, Dense, Error, Head, HeadKind, Lexicon, Manifest,
+    Result, FORMAT_VERSION,
 };
 
 /// safetensors metadata key holding a hybrid head's lexicon terms (a JSON array,
@@ -22,6 +22,58 @@ pub struct HeadArtifact {
     pub manifest: Manifest,
     /// The weights.
     pub head: Head,
+    /// The branch's updates (layer-major, the manifest's target order within a
+    /// layer), when `manifest.branch` says the task has one.
+    pub branch: Option<BranchWeights>,
+}
+
+/// A branch's low-rank updates as stored: `(a, b)` per adapted layer and target.
+pub type BranchWeights = Vec<(Vec<f32>, Vec<f32>)>;
+
+/// Most layers x targets x (rank x widths) a branch may hold, in values: 64 M
+/// values (256 MB), above full fine-tuning of a BERT-base's top layers.
+const MAX_BRANCH_VALUES: usize = 64 << 20;
+
+/// Tensor names of update `n` of a branch (`branch.{layer}.{target}.a` / `.b`).
+fn branch_names(spec: &BranchSpec, n: usize) -> (String, String) {
+    let t = &spec.targets[n % spec.targets.len()];
+    let layer = spec.from_layer + n / spec.targets.len();
+    (
+        format!("branch.{layer}.{}.a", t.name),
+        format!("branch.{layer}.{}.b", t.name),
+    )
+}
+
+/// Refuses a branch spec that cannot describe a real branch, before any tensor is read.
+fn check_branch_spec(spec: &BranchSpec) -> Result<()> {
+    let bad = |m: String| Err(Error::InvalidArtifact(format!("branch: {m}")));
+    if spec.from_layer >= spec.depth {
+        return bad(format!(
+            "from_layer {} leaves no layer to adapt of {}",
+            spec.from_layer, spec.depth
+        ));
+    }
+    if spec.rank == 0 || spec.targets.is_empty() || !spec.scale.is_finite() {
+        return bad("needs a rank, a finite scale and at least one target".into());
+    }
+    let mut seen = HashSet::new();
+    let mut values = 0usize;
+    for t in &spec.targets {
+        if t.name.is_empty() || !seen.insert(&t.name) || t.input == 0 || t.output == 0 {
+            return bad(format!(
+                "target {:?} is empty, repeated or has no width",
+                t.name
+            ));
+        }
+        values = values.saturating_add(spec.rank.saturating_mul(t.input.saturating_add(t.output)));
+    }
+    let values = values.saturating_mul(spec.layers());
+    if values > MAX_BRANCH_VALUES {
+        return bad(format!(
+            "{values} values; a branch holds at most {MAX_BRANCH_VALUES}"
+        ));
+    }
+    Ok(())
 }
 
 /// Tensor names of each layer in `head.safetensors`, input layer first.
@@ -52,6 +104,15 @@ impl HeadArtifact {
             let b = layer.bias.iter().flat_map(|v| v.to_le_bytes()).collect();
             buffers.push((format!("{name}.weight"), w, vec![layer.out, layer.input]));
             buffers.push((format!("{name}.bias"), b, vec![layer.out]));
+        }
+        if let (Some(spec), Some(updates)) = (&self.manifest.branch, &self.branch) {
+            for (n, (a, b)) in updates.iter().enumerate() {
+                let t = &spec.targets[n % spec.targets.len()];
+                let (na, nb) = branch_names(spec, n);
+                let le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                buffers.push((na, le(a), vec![spec.rank, t.input]));
+                buffers.push((nb, le(b), vec![t.output, spec.rank]));
+            }
         }
         let mut metadata = None;
         if let Some(lexicon) = self.head.lexicon() {
@@ -119,7 +180,27 @@ impl HeadArtifact {
             }
             None => Head::new(manifest.head, layers, manifest.labels.clone())?,
         };
-        Ok(HeadArtifact { manifest, head })
+        let branch = match &manifest.branch {
+            None => None,
+            Some(spec) => {
+                check_branch_spec(spec)?;
+                let mut updates = Vec::new();
+                for n in 0..spec.layers() * spec.targets.len() {
+                    let t = &spec.targets[n % spec.targets.len()];
+                    let (na, nb) = branch_names(spec, n);
+                    updates.push((
+                        read_f32(&st, &na, &[spec.rank, t.input])?,
+                        read_f32(&st, &nb, &[t.output, spec.rank])?,
+                    ));
+                }
+                Some(updates)
+            }
+        };
+        Ok(HeadArtifact {
+            manifest,
+            head,
+            branch,
+        })
     }
 
     /// Checks that the head serves `backbone`: same fingerprint, same width.
@@ -141,6 +222,35 @@ impl HeadArtifact {
                 expected: backbone.dim,
                 found: self.manifest.input_dim,
             });
+        }
+        if let Some(spec) = &self.manifest.branch {
+            if backbone.layers == 0 {
+                return Err(Error::InvalidArtifact(
+                    "the head adapts backbone layers (a branch), but this backbone takes no \
+                     branch"
+                        .into(),
+                ));
+            }
+            if spec.depth != backbone.layers {
+                return Err(Error::InvalidArtifact(format!(
+                    "the head's branch was made for a backbone of {} layers; this one has {}",
+                    spec.depth, backbone.layers
+                )));
+            }
+            if spec.targets != backbone.branch_targets {
+                return Err(Error::InvalidArtifact(format!(
+                    "the head's branch updates {:?}; this backbone's branches update {:?}",
+                    spec.targets
+                        .iter()
+                        .map(|t| format!("{} {}x{}", t.name, t.output, t.input))
+                        .collect::<Vec<_>>(),
+                    backbone
+                        .branch_targets
+                        .iter()
+                        .map(|t| format!("{} {}x{}", t.name, t.output, t.input))
+                        .collect::<Vec<_>>()
+                )));
+            }
         }
         Ok(())
     }

@@ -29,13 +29,13 @@ mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use artifact::HeadArtifact;
+pub use artifact::{BranchWeights, HeadArtifact};
 pub use error::{Error, Result};
 pub use head::{Dense, Head};
 pub use lexicon::{Lexicon, SparseRow};
 pub use manifest::{
-    now_rfc3339, validate_task_name, BackboneRef, Candidate, ClassMetrics, Evaluation, HeadKind,
-    Manifest, Metrics, Selection, FORMAT_VERSION,
+    now_rfc3339, validate_task_name, BackboneRef, BranchSpec, BranchTarget, Candidate,
+    ClassMetrics, Evaluation, HeadKind, Manifest, Metrics, Selection, FORMAT_VERSION,
 };
 pub use prob::{argmax, softmax, Real};
 pub use registry::{HeadMap, HeadRegistry, SyncReport};

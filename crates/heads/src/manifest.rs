@@ -54,7 +54,7 @@ impl HeadKind {
 }
 
 /// The backbone a head was trained on. A head only serves the backbone it names.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct BackboneRef {
     /// Model name, for people.
     pub name: String,
@@ -62,6 +62,14 @@ pub struct BackboneRef {
     pub fingerprint: String,
     /// Embedding width; must equal the head's input width.
     pub dim: usize,
+    /// The running backbone's layer count, which a branch's depth must equal (0:
+    /// it takes no branch). Known to the server, not recorded in manifests.
+    #[serde(skip)]
+    pub layers: usize,
+    /// The linears a branch of the running backbone updates, with their widths,
+    /// which a branch's targets must equal. Not recorded in manifests.
+    #[serde(skip)]
+    pub branch_targets: Vec<BranchTarget>,
 }
 
 /// Scores of one class.
@@ -138,6 +146,45 @@ pub struct Manifest {
     /// How the head was chosen: every candidate's validation score.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selection: Option<Selection>,
+    /// The task's branch, when it adapts the backbone's top layers: its weights are
+    /// in `head.safetensors` as `branch.{layer}.{target}.a` and `.b`. None: the head
+    /// reads the frozen features.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<BranchSpec>,
+}
+
+/// The shape of a task's branch: low-rank updates `W + B A * scale` of the linears
+/// `targets` in layers `from_layer..depth` of the backbone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BranchSpec {
+    /// The first adapted layer (0-based).
+    pub from_layer: usize,
+    /// The backbone's layer count: the branch adapts `depth - from_layer` layers.
+    pub depth: usize,
+    /// The updates' rank.
+    pub rank: usize,
+    /// The factor applied to every update.
+    pub scale: f32,
+    /// The linears updated in each adapted layer, in order.
+    pub targets: Vec<BranchTarget>,
+}
+
+impl BranchSpec {
+    /// Adapted layers.
+    pub fn layers(&self) -> usize {
+        self.depth.saturating_sub(self.from_layer)
+    }
+}
+
+/// One linear a branch updates: `a` is rank x `input`, `b` is `output` x rank.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BranchTarget {
+    /// The linear's name within a layer (`query`, `intermediate`, ...).
+    pub name: String,
+    /// Its input width.
+    pub input: usize,
+    /// Its output width.
+    pub output: usize,
 }
 
 /// The model selection behind a head: the candidates tried, each scored on data it
@@ -163,6 +210,13 @@ pub struct Candidate {
     pub accuracy: f64,
     /// Mean cross-entropy on the same examples (tie-breaker).
     pub log_loss: f64,
+    /// Backbone layers the candidate adapts (0: frozen features).
+    #[serde(default)]
+    pub layers: usize,
+    /// What its branch adds per text at serving, in microseconds, as measured on the
+    /// training machine (absent for frozen candidates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_us: Option<f64>,
 }
 
 /// Now, as RFC 3339.

@@ -42,14 +42,20 @@ fn valid(kind: HeadKind, dim: usize, labels: usize) -> HeadArtifact {
             name: "b".into(),
             fingerprint: "f".into(),
             dim,
+            ..Default::default()
         },
         training: serde_json::Value::Null,
         dataset_hash: String::new(),
         created_at: "2026-01-01T00:00:00Z".into(),
         metrics: None,
         selection: None,
+        branch: None,
     };
-    HeadArtifact { manifest, head }
+    HeadArtifact {
+        manifest,
+        head,
+        branch: None,
+    }
 }
 
 /// Whatever decodes must predict a distribution without panicking.

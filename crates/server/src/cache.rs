@@ -41,11 +41,24 @@ impl EmbeddingCache {
         }
     }
 
-    /// The key of `input`.
+    /// The key of `input`'s frozen features.
     pub fn key(&self, input: &Input) -> CacheKey {
+        self.key_for(None, input)
+    }
+
+    /// The key of `input`'s features under `branch` (an adapted task's branch id, see
+    /// `InferencePath`), or its frozen features.
+    pub fn key_for(&self, branch: Option<&str>, input: &Input) -> CacheKey {
         let (kind, bytes) = input.key_bytes();
         let mut h = Sha256::new();
         h.update(self.fingerprint.as_bytes());
+        if let Some(id) = branch {
+            // A separator no fingerprint holds, then the id's length: never equal
+            // to a frozen key's input.
+            h.update(b"\0branch\0");
+            h.update((id.len() as u64).to_le_bytes());
+            h.update(id.as_bytes());
+        }
         h.update([kind]);
         h.update(bytes);
         let d = h.finalize();

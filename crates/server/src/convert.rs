@@ -65,6 +65,12 @@ pub fn train_options(
     if o.dropout != 0.0 {
         out.dropout = f64::from(o.dropout);
     }
+    if !o.adapt.is_empty() {
+        out.adapt = o.adapt.parse()?;
+    }
+    if !o.adapt_layers.is_empty() {
+        out.adapt_layers = o.adapt_layers.iter().map(|&d| d as usize).collect();
+    }
     out.validate()?;
     Ok(out)
 }

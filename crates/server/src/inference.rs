@@ -175,7 +175,11 @@ impl Inference for InferenceService {
             engine
                 .inference()
                 .check_scores(inputs.len() * top_k_of(&head, req.top_k))?;
-            let features = engine.inference().features(&inputs, deadline).await?;
+            let features = engine
+                .inference()
+                .features_for(std::slice::from_ref(&head), &inputs, deadline)
+                .await?
+                .remove(0);
             InferencePath::classify_with(&head, &features, &inputs, req.top_k).map(classify_msg)
         })
         .await
@@ -195,12 +199,17 @@ impl Inference for InferenceService {
             let inputs = inputs_of(&engine, req.texts, req.images)?;
             // Each task once, within the limits, before any backbone work.
             let heads = engine.heads_for(&req.tasks, inputs.len(), req.top_k)?;
-            // One backbone pass for all the heads.
-            let features = engine.inference().features(&inputs, deadline).await?;
+            // One backbone pass for the frozen heads; one branch pass (trunk once,
+            // each branch once) for the adapted ones.
+            let features = engine
+                .inference()
+                .features_for(&heads, &inputs, deadline)
+                .await?;
             let responses = heads
                 .iter()
-                .map(|h| {
-                    InferencePath::classify_with(h, &features, &inputs, req.top_k).map(classify_msg)
+                .zip(&features)
+                .map(|(h, f)| {
+                    InferencePath::classify_with(h, f, &inputs, req.top_k).map(classify_msg)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(ClassifyMultiResponse { responses })

@@ -31,6 +31,9 @@ pub const TOKENIZE: &str = "polyhead_tokenize_seconds";
 pub const EMBED: &str = "polyhead_embed_seconds";
 /// Time one head took over a request's texts, by head kind.
 pub const HEAD: &str = "polyhead_head_seconds";
+/// Time a request's branch pass took (trunk once, then each adapted task's layers),
+/// by task; one observation per adapted task in the pass.
+pub const BRANCH: &str = "polyhead_branch_seconds";
 /// Texts run through the backbone.
 pub const BACKBONE_TEXTS: &str = "polyhead_backbone_texts_total";
 /// Embedding cache hits.
@@ -314,6 +317,12 @@ fn describe() {
         HEAD,
         Unit::Seconds,
         "per request and head: applying the head to the texts, by head kind"
+    );
+    describe_histogram!(
+        BRANCH,
+        Unit::Seconds,
+        "per request and adapted task: the branch pass its features came from (trunk \
+         once for every adapted task of the request, then each task's layers)"
     );
     describe_counter!(BACKBONE_TEXTS, "texts run through the backbone");
     describe_counter!(CACHE_HITS, "embedding cache hits");

@@ -9,6 +9,7 @@
 //! - [`evaluate_head`]: metrics of a stored head on labelled data.
 #![deny(missing_docs)]
 
+mod adapt;
 mod baseline;
 mod budget;
 mod dataset;
@@ -22,12 +23,13 @@ mod select;
 mod split;
 mod train;
 
+pub use adapt::branch_of;
 pub use budget::{Budget, TrainLimits};
 pub use dataset::{Dataset, Example, Format};
 pub use error::{Error, Result};
 pub use features::{CacheStats, FeatureCache};
 pub use metrics::{argmax_rows, evaluate};
-pub use options::{HeadChoice, TrainOptions};
+pub use options::{Adapt, HeadChoice, TrainOptions};
 pub use pipeline::{
     backbone_ref, predict_rows, train_task, Progress, Timings, TrainReport, TrainRequest,
 };

@@ -34,6 +34,34 @@ impl std::str::FromStr for HeadChoice {
     }
 }
 
+/// Whether training may adapt the backbone's top layers (a branch) for the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Adapt {
+    /// Score adapted candidates beside the frozen ones and keep one only when its
+    /// held-out gain pays for the layers it adds to serving (the default).
+    #[default]
+    Auto,
+    /// Frozen features only.
+    Never,
+    /// Keep the best adapted candidate whatever its gain.
+    Always,
+}
+
+impl std::str::FromStr for Adapt {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" | "" => Ok(Adapt::Auto),
+            "never" | "frozen" => Ok(Adapt::Never),
+            "always" => Ok(Adapt::Always),
+            _ => Err(Error::Options(format!(
+                "adapt {s:?}: use auto, never or always"
+            ))),
+        }
+    }
+}
+
 /// Hyper-parameters of one training run (head and baseline share them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -68,6 +96,25 @@ pub struct TrainOptions {
     pub baseline_max_features: usize,
     /// Skip the baseline (it is on by default: it is how transfer is judged).
     pub skip_baseline: bool,
+    /// Whether a branch may adapt the backbone's top layers.
+    pub adapt: Adapt,
+    /// Adapted depths tried (layers from the top).
+    pub adapt_layers: Vec<usize>,
+    /// Rank of a branch's low-rank updates.
+    pub adapt_rank: usize,
+    /// AdamW learning rate of branch training.
+    pub adapt_learning_rate: f64,
+    /// Most epochs of branch training; the count is chosen on held-out folds.
+    pub adapt_max_epochs: usize,
+    /// Held-out accuracy an adapted candidate must gain over the frozen head per
+    /// layer it adds to serving, under `adapt = auto` (and at least one standard
+    /// error of the frozen head's held-out accuracy).
+    pub adapt_min_gain_per_layer: f64,
+    /// Above this many examples `auto` does not try branches: tuning costs minutes
+    /// on a CPU there (each epoch runs the adapted layers forward and backward over
+    /// every example), and frozen features are near their ceiling; `always` still
+    /// does.
+    pub adapt_max_rows: usize,
 }
 
 impl Default for TrainOptions {
@@ -87,6 +134,13 @@ impl Default for TrainOptions {
             class_weighting: false,
             baseline_max_features: 20_000,
             skip_baseline: false,
+            adapt: Adapt::Auto,
+            adapt_layers: vec![1, 2],
+            adapt_rank: 8,
+            adapt_learning_rate: 2e-3,
+            adapt_max_epochs: 6,
+            adapt_min_gain_per_layer: 0.01,
+            adapt_max_rows: 64,
         }
     }
 }
@@ -112,6 +166,21 @@ impl TrainOptions {
         }
         if self.batch_size == 0 || self.hidden_dim == 0 || self.patience == 0 {
             return bad("batch_size, hidden_dim and patience must be at least 1");
+        }
+        if self.adapt_layers.is_empty() || self.adapt_layers.contains(&0) {
+            return bad("adapt_layers must list at least one depth of at least 1");
+        }
+        if self.adapt_rank == 0 || self.adapt_rank > 256 {
+            return bad("adapt_rank must be in 1..=256");
+        }
+        if self.adapt_max_epochs == 0 || self.adapt_max_epochs > 1000 {
+            return bad("adapt_max_epochs must be in 1..=1000");
+        }
+        if !(self.adapt_learning_rate > 0.0 && self.adapt_learning_rate <= 1.0) {
+            return bad("adapt_learning_rate must be in (0, 1]");
+        }
+        if !(0.0..=1.0).contains(&self.adapt_min_gain_per_layer) {
+            return bad("adapt_min_gain_per_layer must be in [0, 1]");
         }
         Ok(())
     }

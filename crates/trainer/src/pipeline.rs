@@ -2,7 +2,7 @@
 //! the baseline, metrics, and the (not yet stored) artifact.
 use std::time::Instant;
 
-use polyhead_backbone::{BackboneInfo, EncoderHandle};
+use polyhead_backbone::{BackboneInfo, Branch, EncoderHandle, Input, Top};
 use polyhead_heads::{
     now_rfc3339, BackboneRef, Candidate, Evaluation, Head, HeadArtifact, HeadKind, Manifest,
     Metrics, Selection, FORMAT_VERSION,
@@ -10,13 +10,14 @@ use polyhead_heads::{
 use serde::Serialize;
 
 use crate::{
+    adapt,
     baseline::{baseline_on_split, Baseline, THUMBNAIL_DIM, THUMBNAIL_SIDE},
     features::{CacheStats, FeatureCache},
     metrics::{argmax_rows, evaluate},
-    select::{choose, Examples},
+    select::{choose, plan, Context, Examples},
     split::stratified_split,
     train::{train_head, EpochReport, Split},
-    Budget, Dataset, Error, HeadChoice, Result, TrainOptions,
+    Adapt, Budget, Dataset, Error, HeadChoice, Result, TrainOptions,
 };
 
 /// What to train.
@@ -197,6 +198,8 @@ pub fn train_task(
     };
     let t1 = Instant::now();
     let dim = encoder.info().dim;
+    // The checkpoint in libtorch, loaded only when adaptation is tried.
+    let mut top: Option<Top> = None;
     let examples = Examples {
         emb: x.as_slice(),
         dim,
@@ -216,7 +219,7 @@ pub fn train_task(
                 &req.budget,
                 progress,
             )?;
-            Fitted {
+            let fitted = Fitted {
                 head: c.head,
                 kind: c.kind,
                 validation: c.validation,
@@ -224,11 +227,39 @@ pub fn train_task(
                 selection: Some(c.selection),
                 n_fit: y.len(),
                 epochs: c.iterations,
+                branch: None,
+            };
+            let wanted = match req.options.adapt {
+                Adapt::Never => false,
+                Adapt::Always => true,
+                Adapt::Auto => y.len() <= req.options.adapt_max_rows,
+            };
+            if wanted && !images && choice != HeadChoice::Hybrid {
+                adapt_fitted(fitted, encoder, &examples, &labels, req, &mut top, progress)?
+            } else {
+                fitted
             }
         }
     };
     let head_s = t1.elapsed().as_secs_f64();
 
+    // An adapted head reads its branch's features.
+    let x_test = match (x_test, &fitted.branch, &top, &test) {
+        (Some(_), Some(branch), Some(top), Some((t, _))) => {
+            let ids = encoder.tokenize(t)?;
+            let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+            let mut out = Vec::with_capacity(rows.len() * dim);
+            for chunk in rows.chunks(32) {
+                req.budget.check()?;
+                out.extend(top.embed_branches(chunk, &[branch])?.remove(0));
+            }
+            Some((
+                polyhead_backbone::Embeddings::new(dim, out),
+                Default::default(),
+            ))
+        }
+        (x, ..) => x,
+    };
     let test = match (&x_test, &test) {
         (Some((x, _)), Some((t, y_t))) => Some(Evaluation {
             head: evaluate(
@@ -261,6 +292,10 @@ pub fn train_task(
         created_at: now_rfc3339(),
         metrics: Some(validation.clone()),
         selection: fitted.selection.clone(),
+        branch: match (&fitted.branch, &top) {
+            (Some(b), Some(top)) => Some(adapt::spec(b, &top.shape())),
+            _ => None,
+        },
     };
     let report = TrainReport {
         task: req.task.clone(),
@@ -280,6 +315,7 @@ pub fn train_task(
     };
     Ok((
         HeadArtifact {
+            branch: fitted.branch.as_ref().map(adapt::weights_of),
             manifest,
             head: fitted.head,
         },
@@ -296,8 +332,66 @@ struct Fitted {
     selection: Option<Selection>,
     /// Examples the final head was fitted on.
     n_fit: usize,
-    /// Epochs (MLP) or L-BFGS iterations of the final fit.
+    /// Epochs (MLP, branch) or L-BFGS iterations of the final fit.
     epochs: usize,
+    /// The branch of an adapted head.
+    branch: Option<Branch>,
+}
+
+/// Tries adapted candidates on the splits the frozen heads were scored on, and
+/// swaps the frozen head for the best one when it pays (see `adapt::consider`).
+fn adapt_fitted(
+    mut fitted: Fitted,
+    encoder: &EncoderHandle,
+    ex: &Examples<'_>,
+    labels: &[String],
+    req: &TrainRequest,
+    top: &mut Option<Top>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Fitted> {
+    let Some(selection) = fitted.selection.as_mut() else {
+        return Ok(fitted);
+    };
+    let Some(frozen) = selection
+        .candidates
+        .iter()
+        .find(|c| c.name == selection.chosen)
+        .map(|c| (c.accuracy, c.log_loss))
+    else {
+        return Ok(fitted);
+    };
+    let plan = plan(ex, req.options.seed);
+    progress(Progress::Stage {
+        name: format!("adapt ({})", plan.method),
+    });
+    let loaded = Top::load(&encoder.info().model_dir)?;
+    let ids = encoder.tokenize(ex.texts)?;
+    let cx = Context::new(ex.y, labels.len(), &req.options, &req.budget);
+    let outcome = adapt::consider(
+        &loaded,
+        &ids,
+        ex.emb,
+        ex.dim,
+        ex.y,
+        &cx,
+        &plan,
+        frozen,
+        &req.options,
+        &req.budget,
+        progress,
+    )?;
+    *top = Some(loaded);
+    selection.candidates.extend(outcome.candidates);
+    if let Some(kept) = outcome.kept {
+        selection.chosen = kept.name.clone();
+        fitted.head = Head::new(HeadKind::Linear, vec![kept.trained.head], labels.to_vec())?;
+        fitted.kind = HeadKind::Linear;
+        fitted.validation = evaluate(labels, &kept.truth, &kept.predicted);
+        fitted.epochs = kept.epochs;
+        fitted.branch = Some(kept.trained.branch);
+        tracing::info!(layers = kept.layers, name = %kept.name, "adapted head kept");
+    }
+    Ok(fitted)
 }
 
 /// The MLP: AdamW with early stopping on a stratified split (or the caller's
@@ -371,6 +465,7 @@ fn fit_mlp(
         selection: None,
         n_fit: train_idx.len(),
         epochs: history.len(),
+        branch: None,
     })
 }
 
@@ -423,7 +518,21 @@ pub fn predict_rows(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let (x, _) = cache.features(encoder, &data.texts())?;
+    let x = match adapt::branch_of(artifact, encoder.info().branch.as_ref())? {
+        None => cache.features(encoder, &data.texts())?.0,
+        Some(branch) => {
+            let ids = encoder.encode(
+                &data
+                    .texts()
+                    .into_iter()
+                    .map(Input::Text)
+                    .collect::<Vec<_>>(),
+            )?;
+            encoder
+                .embed_branches_blocking(ids, vec![std::sync::Arc::new(branch)])?
+                .remove(0)
+        }
+    };
     let probs = artifact.head.predict_batch(x.as_slice(), &data.texts())?;
     let metrics = evaluate(labels, &truth, &argmax_rows(&probs));
     Ok((metrics, probs))
@@ -435,5 +544,7 @@ pub fn backbone_ref(info: &BackboneInfo) -> BackboneRef {
         name: info.name.clone(),
         fingerprint: info.fingerprint.clone(),
         dim: info.dim,
+        layers: info.branch.map_or(0, |s| s.depth),
+        branch_targets: info.branch.map(|s| adapt::targets(&s)).unwrap_or_default(),
     }
 }

@@ -103,7 +103,7 @@ pub(crate) struct Plan {
     pub splits: Vec<(Vec<usize>, Vec<usize>)>,
 }
 
-fn plan(ex: &Examples<'_>, seed: u64) -> Plan {
+pub(crate) fn plan(ex: &Examples<'_>, seed: u64) -> Plan {
     let n = ex.y.len();
     if ex.n_train < n {
         return Plan {
@@ -274,6 +274,8 @@ pub(crate) fn choose(
             kind: config.kind().into(),
             accuracy: scored.accuracy(ex.y),
             log_loss: scored.log_loss(ex.y),
+            layers: 0,
+            cost_us: None,
         };
         progress(Progress::Candidate(candidate.clone()));
         tried.push((config, scored, candidate));
@@ -411,6 +413,8 @@ mod tests {
             kind: kind.into(),
             accuracy,
             log_loss,
+            layers: 0,
+            cost_us: None,
         };
         // n = 16, best 0.8125: se ~ 0.098, so 0.75 is eligible, 0.6 is not.
         let cands = [

@@ -7,6 +7,7 @@ pub fn backbone() -> BackboneRef {
         name: "test".into(),
         fingerprint: "fp-1".into(),
         dim: 3,
+        ..Default::default()
     }
 }
 
@@ -33,6 +34,11 @@ pub fn artifact(task: &str, marker: f32) -> HeadArtifact {
         created_at: "2026-01-01T00:00:00Z".into(),
         metrics: None,
         selection: None,
+        branch: None,
     };
-    HeadArtifact { manifest, head }
+    HeadArtifact {
+        manifest,
+        head,
+        branch: None,
+    }
 }

@@ -3,12 +3,12 @@
 //! Its state is private; services call its methods.
 use std::{
     collections::HashMap,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use metrics::{counter, histogram};
-use polyhead_backbone::{BackboneInfo, Encoded, EncoderHandle, Input};
+use polyhead_backbone::{BackboneInfo, Branch, Encoded, EncoderHandle, Input};
 use polyhead_heads::HeadArtifact;
 use polyhead_settings::ServerSettings;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -32,7 +32,13 @@ pub(crate) struct InferencePath {
     /// the batcher): `server.max_images_in_flight` bounds their memory.
     pictures: Arc<Semaphore>,
     limits: ServerSettings,
+    /// Adapted tasks' branches, converted once per head version: task -> (branch
+    /// id, branch). An entry is replaced when its task's version moves.
+    branches: Mutex<HashMap<String, (String, Arc<Branch>)>>,
 }
+
+/// What one head reads: the frozen features, or its branch's.
+type Features = Vec<Arc<[f32]>>;
 
 impl InferencePath {
     /// Starts the batcher for `encoder` (on the current tokio runtime) under the
@@ -53,8 +59,166 @@ impl InferencePath {
             tokenizers: Arc::new(Semaphore::new(workers)),
             pictures: Arc::new(Semaphore::new(limits.max_images_in_flight)),
             limits: limits.clone(),
+            branches: Mutex::new(HashMap::new()),
             encoder,
         }
+    }
+
+    /// The branch of an adapted head (`None` for a frozen one) with its id, which
+    /// keys its features in the cache: task, version and creation time.
+    fn branch(&self, head: &HeadArtifact) -> Result<Option<(String, Arc<Branch>)>, ServerError> {
+        if head.manifest.branch.is_none() {
+            return Ok(None);
+        }
+        let m = &head.manifest;
+        let id = format!("{}@{}@{}", m.task, m.version, m.created_at);
+        let mut branches = self
+            .branches
+            .lock()
+            .map_err(|_| ServerError::Internal("branch table lock poisoned".into()))?;
+        if let Some((known, b)) = branches.get(&m.task) {
+            if *known == id {
+                return Ok(Some((id, b.clone())));
+            }
+        }
+        let branch = polyhead_trainer::branch_of(head, self.info().branch.as_ref())
+            .map_err(|e| ServerError::FailedPrecondition(format!("task {:?}: {e}", m.task)))?
+            .ok_or_else(|| ServerError::Internal("a branch without weights".into()))?;
+        let branch = Arc::new(branch);
+        branches.insert(m.task.clone(), (id.clone(), branch.clone()));
+        Ok(Some((id, branch)))
+    }
+
+    /// The features each of `heads` reads, in order: frozen heads share one frozen
+    /// lookup (cache, then the batcher); adapted heads share one branch pass, in
+    /// which the trunk runs once for all of them and each branch once.
+    pub async fn features_for(
+        &self,
+        heads: &[Arc<HeadArtifact>],
+        inputs: &[Input],
+        deadline: Instant,
+    ) -> Result<Vec<Features>, ServerError> {
+        let branches = heads
+            .iter()
+            .map(|h| self.branch(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        let frozen = if branches.iter().any(Option::is_none) {
+            Some(self.features(inputs, deadline).await?)
+        } else {
+            None
+        };
+        let mut distinct: Vec<(String, Arc<Branch>)> = Vec::new();
+        for b in branches.iter().flatten() {
+            if !distinct.iter().any(|(id, _)| *id == b.0) {
+                distinct.push(b.clone());
+            }
+        }
+        let adapted = if distinct.is_empty() {
+            HashMap::new()
+        } else {
+            self.branch_features(heads, &distinct, inputs, deadline)
+                .await?
+        };
+        branches
+            .iter()
+            .map(|b| match b {
+                None => frozen
+                    .clone()
+                    .ok_or_else(|| ServerError::Internal("frozen features missing".into())),
+                Some((id, _)) => adapted
+                    .get(id)
+                    .cloned()
+                    .ok_or_else(|| ServerError::Internal("branch features missing".into())),
+            })
+            .collect()
+    }
+
+    /// Features of `inputs` under each branch: cache hits are free; the inputs any
+    /// branch misses are tokenized once and run in one job on the model thread,
+    /// under every branch that misses one.
+    async fn branch_features(
+        &self,
+        heads: &[Arc<HeadArtifact>],
+        branches: &[(String, Arc<Branch>)],
+        inputs: &[Input],
+        deadline: Instant,
+    ) -> Result<HashMap<String, Features>, ServerError> {
+        let mut found: Vec<Vec<Option<Arc<[f32]>>>> = branches
+            .iter()
+            .map(|(id, _)| {
+                inputs
+                    .iter()
+                    .map(|i| self.cache.get(&self.cache.key_for(Some(id), i)))
+                    .collect()
+            })
+            .collect();
+        let missing: Vec<usize> = (0..inputs.len())
+            .filter(|&i| found.iter().any(|f| f[i].is_none()))
+            .collect();
+        let hits = found.iter().flatten().filter(|f| f.is_some()).count();
+        counter!(m::CACHE_HITS).increment(hits as u64);
+        counter!(m::CACHE_MISSES).increment((found.len() * inputs.len() - hits) as u64);
+        if !missing.is_empty() {
+            let run: Vec<usize> = (0..branches.len())
+                .filter(|&b| missing.iter().any(|&i| found[b][i].is_none()))
+                .collect();
+            let ids = self
+                .encode(missing.iter().map(|&i| inputs[i].clone()).collect())
+                .await?;
+            let tokens: usize = ids.iter().map(Encoded::len).sum();
+            let max = self.limits.max_request_tokens;
+            if tokens > max {
+                return Err(ServerError::InvalidArgument(format!(
+                    "the texts hold {tokens} tokens after truncation; the limit is {max} \
+                     (server.max_request_tokens): send fewer or shorter texts per request"
+                )));
+            }
+            let started = Instant::now();
+            let job = self
+                .encoder
+                .embed_branches(ids, run.iter().map(|&b| branches[b].1.clone()).collect());
+            let out = tokio::time::timeout_at(deadline.into(), job)
+                .await
+                .map_err(|_| {
+                    ServerError::DeadlineExceeded(
+                        "the deadline passed before the adapted tasks' pass finished".into(),
+                    )
+                })??;
+            let took = started.elapsed().as_secs_f64();
+            for &b in &run {
+                let task = heads
+                    .iter()
+                    .find(|h| {
+                        h.manifest.branch.is_some()
+                            && branches[b].0.starts_with(&format!("{}@", h.manifest.task))
+                    })
+                    .map(|h| h.manifest.task.clone())
+                    .unwrap_or_default();
+                histogram!(m::BRANCH, "task" => task).record(took);
+            }
+            counter!(m::BACKBONE_TEXTS).increment(missing.len() as u64);
+            for (emb, &b) in out.iter().zip(&run) {
+                for (row, &i) in missing.iter().enumerate() {
+                    let v: Arc<[f32]> = Arc::from(emb.row(row));
+                    self.cache.put(
+                        self.cache.key_for(Some(&branches[b].0), &inputs[i]),
+                        v.clone(),
+                    );
+                    found[b][i] = Some(v);
+                }
+            }
+        }
+        branches
+            .iter()
+            .zip(found)
+            .map(|((id, _), f)| {
+                let rows = f
+                    .into_iter()
+                    .map(|o| o.ok_or_else(|| ServerError::Internal("branch row missing".into())))
+                    .collect::<Result<Features, _>>()?;
+                Ok((id.clone(), rows))
+            })
+            .collect()
     }
 
     /// The backbone description.
