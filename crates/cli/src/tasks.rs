@@ -70,11 +70,11 @@ pub struct TrainArgs {
     /// AdamW learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Fine-tuning transfer: auto (adapted candidates, a branch over the backbone's
-    /// top layers, are scored beside the frozen heads and kept only when their
-    /// held-out gain pays for the layers they add), never (frozen features only) or
-    /// always.
-    #[arg(long, default_value = "auto", value_name = "WHEN")]
+    /// Fine-tuning transfer: never (frozen features only, the default), auto
+    /// (adapted candidates, a branch over the backbone's top layers, are scored
+    /// beside the frozen heads and kept only when their held-out gain pays for the
+    /// layers they add) or always.
+    #[arg(long, default_value = "never", value_name = "WHEN")]
     pub adapt: String,
     /// Adapted depths to try, in layers from the top, comma-separated (default 1,2).
     #[arg(long, value_name = "D,..", value_delimiter = ',')]

@@ -39,10 +39,11 @@ impl std::str::FromStr for HeadChoice {
 #[serde(rename_all = "lowercase")]
 pub enum Adapt {
     /// Score adapted candidates beside the frozen ones and keep one only when its
-    /// held-out gain pays for the layers it adds to serving (the default).
-    #[default]
+    /// held-out gain pays for the layers it adds to serving.
     Auto,
-    /// Frozen features only.
+    /// Frozen features only (the default until adapted heads beat frozen ones on
+    /// held-out data: QUALITY.md).
+    #[default]
     Never,
     /// Keep the best adapted candidate whatever its gain.
     Always,
@@ -134,7 +135,7 @@ impl Default for TrainOptions {
             class_weighting: false,
             baseline_max_features: 20_000,
             skip_baseline: false,
-            adapt: Adapt::Auto,
+            adapt: Adapt::Never,
             adapt_layers: vec![1, 2],
             adapt_rank: 8,
             adapt_learning_rate: 2e-3,
