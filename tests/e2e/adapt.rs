@@ -5,41 +5,21 @@
 use std::time::{Duration, Instant};
 
 use polyhead_api::v1::{
-    train_progress::Event, ClassifyMultiRequest, ClassifyRequest, Example, RollbackRequest,
-    TrainHeadRequest, TrainOptions,
+    train_progress::Event, ClassifyMultiRequest, ClassifyRequest, RollbackRequest, TrainOptions,
 };
-use polyhead_e2e::{code, eventually, spam_examples, upload, Server};
+use polyhead_e2e::{code, eventually, upload, Server};
 use polyhead_heads::{HeadArtifact, HeadStore};
 use tonic::Code;
 
 /// Trains `task` on the spam fixture with a branch over the top `layers` layers.
 async fn train_adapted(server: &Server, task: &str, seed: u64, layers: u32) -> (u64, Vec<Event>) {
-    let request = TrainHeadRequest {
-        task: task.into(),
-        examples: spam_examples()
-            .into_iter()
-            .map(|(text, label)| Example { text, label })
-            .collect(),
-        options: Some(TrainOptions {
-            seed,
-            adapt: "always".into(),
-            adapt_layers: vec![layers],
-            ..Default::default()
-        }),
-        activate: true,
+    let options = TrainOptions {
+        seed,
+        adapt: "always".into(),
+        adapt_layers: vec![layers],
         ..Default::default()
     };
-    let mut stream = server
-        .admin()
-        .await
-        .train_head(request)
-        .await
-        .unwrap()
-        .into_inner();
-    let mut events = Vec::new();
-    while let Some(msg) = stream.message().await.unwrap() {
-        events.push(msg.event.unwrap());
-    }
+    let events = server.train_events_with(task, options).await;
     let version = events
         .iter()
         .find_map(|e| match e {

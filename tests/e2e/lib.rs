@@ -339,6 +339,20 @@ impl Server {
 
     /// Every event of a TrainHead of `task` on [`spam_examples`] (activating it), in order.
     pub async fn train_events(&self, task: &str, seed: u64, max_epochs: u32) -> Vec<Event> {
+        self.train_events_with(
+            task,
+            TrainOptions {
+                seed,
+                max_epochs,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// Every event of a TrainHead of `task` on [`spam_examples`] with `options`
+    /// (activating it), in order.
+    pub async fn train_events_with(&self, task: &str, options: TrainOptions) -> Vec<Event> {
         let examples = spam_examples()
             .into_iter()
             .map(|(text, label)| Example { text, label })
@@ -346,11 +360,7 @@ impl Server {
         let request = TrainHeadRequest {
             task: task.into(),
             examples,
-            options: Some(TrainOptions {
-                seed,
-                max_epochs,
-                ..Default::default()
-            }),
+            options: Some(options),
             activate: true,
             ..Default::default()
         };

@@ -21,9 +21,9 @@ mod options;
 mod pipeline;
 mod select;
 mod split;
+mod stored_branch;
 mod train;
 
-pub use adapt::branch_of;
 pub use budget::{Budget, TrainLimits};
 pub use dataset::{Dataset, Example, Format};
 pub use error::{Error, Result};
@@ -33,4 +33,5 @@ pub use options::{Adapt, HeadChoice, TrainOptions};
 pub use pipeline::{
     backbone_ref, predict_rows, train_task, Progress, Timings, TrainReport, TrainRequest,
 };
+pub use stored_branch::branch_of;
 pub use train::{train_head, EpochReport, Split};

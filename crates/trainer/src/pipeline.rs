@@ -16,6 +16,7 @@ use crate::{
     metrics::{argmax_rows, evaluate},
     select::{choose, plan, Context, Examples},
     split::stratified_split,
+    stored_branch,
     train::{train_head, EpochReport, Split},
     Adapt, Budget, Dataset, Error, HeadChoice, Result, TrainOptions,
 };
@@ -293,7 +294,7 @@ pub fn train_task(
         metrics: Some(validation.clone()),
         selection: fitted.selection.clone(),
         branch: match (&fitted.branch, &top) {
-            (Some(b), Some(top)) => Some(adapt::spec(b, &top.shape())),
+            (Some(b), Some(top)) => Some(stored_branch::spec(b, &top.shape())),
             _ => None,
         },
     };
@@ -315,7 +316,7 @@ pub fn train_task(
     };
     Ok((
         HeadArtifact {
-            branch: fitted.branch.as_ref().map(adapt::weights_of),
+            branch: fitted.branch.as_ref().map(stored_branch::weights_of),
             manifest,
             head: fitted.head,
         },
@@ -518,7 +519,7 @@ pub fn predict_rows(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let x = match adapt::branch_of(artifact, encoder.info().branch.as_ref())? {
+    let x = match stored_branch::branch_of(artifact, encoder.info().branch.as_ref())? {
         None => cache.features(encoder, &data.texts())?.0,
         Some(branch) => {
             let ids = encoder.encode(
@@ -545,6 +546,9 @@ pub fn backbone_ref(info: &BackboneInfo) -> BackboneRef {
         fingerprint: info.fingerprint.clone(),
         dim: info.dim,
         layers: info.branch.map_or(0, |s| s.depth),
-        branch_targets: info.branch.map(|s| adapt::targets(&s)).unwrap_or_default(),
+        branch_targets: info
+            .branch
+            .map(|s| stored_branch::targets(&s))
+            .unwrap_or_default(),
     }
 }

@@ -107,17 +107,19 @@ impl InferencePath {
         } else {
             None
         };
-        let mut distinct: Vec<(String, Arc<Branch>)> = Vec::new();
-        for b in branches.iter().flatten() {
-            if !distinct.iter().any(|(id, _)| *id == b.0) {
-                distinct.push(b.clone());
+        // (task, branch id, branch), each branch once.
+        let mut distinct: Vec<(&str, String, Arc<Branch>)> = Vec::new();
+        for (h, b) in heads.iter().zip(&branches) {
+            if let Some((id, branch)) = b {
+                if !distinct.iter().any(|d| d.1 == *id) {
+                    distinct.push((&h.manifest.task, id.clone(), branch.clone()));
+                }
             }
         }
         let adapted = if distinct.is_empty() {
             HashMap::new()
         } else {
-            self.branch_features(heads, &distinct, inputs, deadline)
-                .await?
+            self.branch_features(&distinct, inputs, deadline).await?
         };
         branches
             .iter()
@@ -138,14 +140,13 @@ impl InferencePath {
     /// under every branch that misses one.
     async fn branch_features(
         &self,
-        heads: &[Arc<HeadArtifact>],
-        branches: &[(String, Arc<Branch>)],
+        branches: &[(&str, String, Arc<Branch>)],
         inputs: &[Input],
         deadline: Instant,
     ) -> Result<HashMap<String, Features>, ServerError> {
         let mut found: Vec<Vec<Option<Arc<[f32]>>>> = branches
             .iter()
-            .map(|(id, _)| {
+            .map(|(_, id, _)| {
                 inputs
                     .iter()
                     .map(|i| self.cache.get(&self.cache.key_for(Some(id), i)))
@@ -165,18 +166,11 @@ impl InferencePath {
             let ids = self
                 .encode(missing.iter().map(|&i| inputs[i].clone()).collect())
                 .await?;
-            let tokens: usize = ids.iter().map(Encoded::len).sum();
-            let max = self.limits.max_request_tokens;
-            if tokens > max {
-                return Err(ServerError::InvalidArgument(format!(
-                    "the texts hold {tokens} tokens after truncation; the limit is {max} \
-                     (server.max_request_tokens): send fewer or shorter texts per request"
-                )));
-            }
+            self.check_tokens(&ids)?;
             let started = Instant::now();
             let job = self
                 .encoder
-                .embed_branches(ids, run.iter().map(|&b| branches[b].1.clone()).collect());
+                .embed_branches(ids, run.iter().map(|&b| branches[b].2.clone()).collect());
             let out = tokio::time::timeout_at(deadline.into(), job)
                 .await
                 .map_err(|_| {
@@ -186,22 +180,14 @@ impl InferencePath {
                 })??;
             let took = started.elapsed().as_secs_f64();
             for &b in &run {
-                let task = heads
-                    .iter()
-                    .find(|h| {
-                        h.manifest.branch.is_some()
-                            && branches[b].0.starts_with(&format!("{}@", h.manifest.task))
-                    })
-                    .map(|h| h.manifest.task.clone())
-                    .unwrap_or_default();
-                histogram!(m::BRANCH, "task" => task).record(took);
+                histogram!(m::BRANCH, "task" => branches[b].0.to_owned()).record(took);
             }
             counter!(m::BACKBONE_TEXTS).increment(missing.len() as u64);
             for (emb, &b) in out.iter().zip(&run) {
                 for (row, &i) in missing.iter().enumerate() {
                     let v: Arc<[f32]> = Arc::from(emb.row(row));
                     self.cache.put(
-                        self.cache.key_for(Some(&branches[b].0), &inputs[i]),
+                        self.cache.key_for(Some(&branches[b].1), &inputs[i]),
                         v.clone(),
                     );
                     found[b][i] = Some(v);
@@ -211,7 +197,7 @@ impl InferencePath {
         branches
             .iter()
             .zip(found)
-            .map(|((id, _), f)| {
+            .map(|((_, id, _), f)| {
                 let rows = f
                     .into_iter()
                     .map(|o| o.ok_or_else(|| ServerError::Internal("branch row missing".into())))
@@ -344,22 +330,7 @@ impl InferencePath {
             let started = Instant::now();
             let ids = self.encode(misses).await?;
             histogram!(m::TOKENIZE).record(started.elapsed().as_secs_f64());
-            let tokens: usize = ids.iter().map(Encoded::len).sum();
-            let max = self.limits.max_request_tokens;
-            if tokens > max {
-                return Err(ServerError::InvalidArgument(
-                    match self.info().input.as_str() {
-                        "image" => format!(
-                            "the images count {tokens} patches; the limit is {max} \
-                         (server.max_request_tokens): send fewer images per request"
-                        ),
-                        _ => format!(
-                            "the texts hold {tokens} tokens after truncation; the limit is {max} \
-                         (server.max_request_tokens): send fewer or shorter texts per request"
-                        ),
-                    },
-                ));
-            }
+            self.check_tokens(&ids)?;
             let started = Instant::now();
             let emb = self.batcher.embed(ids, deadline).await?;
             histogram!(m::EMBED).record(started.elapsed().as_secs_f64());
@@ -376,6 +347,28 @@ impl InferencePath {
         out.into_iter()
             .map(|o| o.ok_or_else(|| ServerError::Internal("embedding missing after batch".into())))
             .collect()
+    }
+
+    /// Refuses prepared inputs over `server.max_request_tokens` (a picture counts its
+    /// patches).
+    fn check_tokens(&self, ids: &[Encoded]) -> Result<(), ServerError> {
+        let tokens: usize = ids.iter().map(Encoded::len).sum();
+        let max = self.limits.max_request_tokens;
+        if tokens <= max {
+            return Ok(());
+        }
+        Err(ServerError::InvalidArgument(
+            match self.info().input.as_str() {
+                "image" => format!(
+                    "the images count {tokens} patches; the limit is {max} \
+                 (server.max_request_tokens): send fewer images per request"
+                ),
+                _ => format!(
+                    "the texts hold {tokens} tokens after truncation; the limit is {max} \
+                 (server.max_request_tokens): send fewer or shorter texts per request"
+                ),
+            },
+        ))
     }
 
     /// Inputs prepared on a blocking thread, at most `server.tokenize_workers` at once.
