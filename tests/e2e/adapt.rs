@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use polyhead_api::v1::{
-    train_progress::Event, ClassifyMultiRequest, ClassifyRequest, RollbackRequest, TrainOptions,
+    train_progress::Event, ClassifyMultiRequest, ClassifyRequest, GetTaskRequest,
+    ListVersionsRequest, RollbackRequest, TrainOptions,
 };
 use polyhead_e2e::{code, eventually, upload, Server};
 use polyhead_heads::{HeadArtifact, HeadStore};
@@ -88,6 +89,36 @@ async fn an_adapted_task_answers_beside_frozen_ones_and_hot_swaps_under_load() {
         .unwrap()
         .chosen
         .starts_with("adapted d=2"));
+    // GetTask shows the branch's depth and every candidate with its score and cost.
+    let info = client
+        .get_task(GetTaskRequest {
+            task: "tuned".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.adapted_layers, 2);
+    let manifest_candidates = &a1.manifest.selection.as_ref().unwrap().candidates;
+    assert_eq!(info.candidates.len(), manifest_candidates.len());
+    assert!(info
+        .candidates
+        .iter()
+        .any(|c| c.layers == 0 && c.cost_us == 0.0));
+    assert!(
+        info.candidates
+            .iter()
+            .any(|c| c.layers == 2 && c.cost_us > 0.0 && c.name.starts_with("adapted d=2")),
+        "{:?}",
+        info.candidates
+    );
+    let frozen_info = client
+        .get_task(GetTaskRequest {
+            task: "frozen".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(frozen_info.adapted_layers, 0);
     // The frozen task's stored head is untouched, and has no branch.
     assert!(stored(&server, "frozen", frozen.version)
         .manifest
@@ -158,6 +189,21 @@ async fn an_adapted_task_answers_beside_frozen_ones_and_hot_swaps_under_load() {
         .collect();
     let (v2, _) = train_adapted(&server, "tuned", 4, 1).await;
     assert_eq!(v2, v1 + 1);
+    let listed = server
+        .admin()
+        .await
+        .list_versions(ListVersionsRequest {
+            task: "tuned".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .versions;
+    let depths: Vec<u32> = listed.iter().map(|v| v.adapted_layers).collect();
+    assert_eq!(depths, [2, 1], "{listed:?}");
+    assert!(listed
+        .iter()
+        .all(|v| v.candidates.iter().any(|c| c.layers == v.adapted_layers)));
     eventually(30, "the new version answers", || {
         server.metric("polyhead_head_active_version{task=\"tuned\"}") == v2 as f64
     })

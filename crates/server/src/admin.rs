@@ -4,8 +4,8 @@ use std::{sync::Arc, time::Duration};
 
 use metrics::counter;
 use polyhead_api::v1::{
-    registry_server::Registry, train_progress::Event, ActivateVersionRequest, CandidateScore,
-    DeleteTaskRequest, DeleteTaskResponse, EpochReport, ListVersionsRequest, ListVersionsResponse,
+    registry_server::Registry, train_progress::Event, ActivateVersionRequest, DeleteTaskRequest,
+    DeleteTaskResponse, EpochReport, ListVersionsRequest, ListVersionsResponse,
     RegisterHeadRequest, RegisterHeadResponse, RollbackRequest, StageProgress, TrainHeadRequest,
     TrainProgress, TrainResult, VersionInfo, VersionResponse,
 };
@@ -16,7 +16,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    convert::{dataset, metrics_msg, selection_line, train_options},
+    convert::{
+        adapted_layers, candidate_msg, candidates_msg, dataset, metrics_msg, selection_line,
+        train_options,
+    },
     inference::{ready, ReadyEngine},
     ledger::{observe, CallLimits},
     logs::{CallInfo, Logged},
@@ -158,14 +161,7 @@ async fn run_training(
                         elapsed_s: stage_start.elapsed().as_secs_f64(),
                     }),
                 ),
-                Progress::Candidate(c) => send(
-                    &tx,
-                    Event::Candidate(CandidateScore {
-                        name: c.name,
-                        accuracy: c.accuracy,
-                        log_loss: c.log_loss,
-                    }),
-                ),
+                Progress::Candidate(c) => send(&tx, Event::Candidate(candidate_msg(&c))),
                 Progress::Epoch(r) => send(
                     &tx,
                     Event::Epoch(EpochReport {
@@ -423,6 +419,8 @@ impl Registry for RegistryService {
                                 .map(|m| m.head.name().to_owned())
                                 .unwrap_or_default(),
                             selection: manifest.as_ref().map(selection_line).unwrap_or_default(),
+                            candidates: manifest.as_ref().map(candidates_msg).unwrap_or_default(),
+                            adapted_layers: manifest.as_ref().map_or(0, adapted_layers),
                             created_at: manifest.map(|m| m.created_at).unwrap_or_default(),
                             head_metrics: metrics.as_ref().map(|m| metrics_msg(&m.head)),
                             baseline_metrics: metrics

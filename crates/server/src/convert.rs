@@ -12,6 +12,32 @@ pub fn metrics_msg(m: &polyhead_heads::Metrics) -> pb::Metrics {
     }
 }
 
+/// `CandidateScore` message of one candidate `auto` weighed.
+pub fn candidate_msg(c: &polyhead_heads::Candidate) -> pb::CandidateScore {
+    pb::CandidateScore {
+        name: c.name.clone(),
+        accuracy: c.accuracy,
+        log_loss: c.log_loss,
+        layers: u32::try_from(c.layers).unwrap_or(u32::MAX),
+        cost_us: c.cost_us.unwrap_or(0.0),
+    }
+}
+
+/// Every candidate a manifest records, in the order they were scored.
+pub fn candidates_msg(m: &polyhead_heads::Manifest) -> Vec<pb::CandidateScore> {
+    m.selection
+        .as_ref()
+        .map(|s| s.candidates.iter().map(candidate_msg).collect())
+        .unwrap_or_default()
+}
+
+/// Backbone layers a version's branch adapts (0: frozen features).
+pub fn adapted_layers(m: &polyhead_heads::Manifest) -> u32 {
+    m.branch.as_ref().map_or(0, |b| {
+        u32::try_from(b.depth.saturating_sub(b.from_layer)).unwrap_or(u32::MAX)
+    })
+}
+
 /// One line saying how a head was chosen (empty when it was not selected).
 pub fn selection_line(m: &polyhead_heads::Manifest) -> String {
     let Some(s) = &m.selection else {

@@ -12,7 +12,7 @@ use polyhead_backbone::Input;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    convert::{metrics_msg, selection_line},
+    convert::{adapted_layers, candidates_msg, metrics_msg, selection_line},
     engine::{top_k_of, Classified, InferencePath},
     ledger::{observe, CallLimits},
     logs::{CallInfo, Logged},
@@ -284,6 +284,8 @@ impl Inference for InferenceService {
                 backbone_fingerprint: head.manifest.backbone.fingerprint.clone(),
                 created_at: head.manifest.created_at.clone(),
                 selection: selection_line(&head.manifest),
+                candidates: candidates_msg(&head.manifest),
+                adapted_layers: adapted_layers(&head.manifest),
             })
         })
         .await

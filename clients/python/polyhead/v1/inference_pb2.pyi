@@ -135,7 +135,7 @@ class Metrics(_message.Message):
     def __init__(self, accuracy: _Optional[float] = ..., macro_precision: _Optional[float] = ..., macro_recall: _Optional[float] = ..., macro_f1: _Optional[float] = ..., n: _Optional[int] = ...) -> None: ...
 
 class TaskInfo(_message.Message):
-    __slots__ = ("task", "labels", "active_version", "versions", "head_kind", "head_metrics", "baseline_metrics", "backbone_fingerprint", "created_at", "selection")
+    __slots__ = ("task", "labels", "active_version", "versions", "head_kind", "head_metrics", "baseline_metrics", "backbone_fingerprint", "created_at", "selection", "candidates", "adapted_layers")
     TASK_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -146,6 +146,8 @@ class TaskInfo(_message.Message):
     BACKBONE_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     SELECTION_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    ADAPTED_LAYERS_FIELD_NUMBER: _ClassVar[int]
     task: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     active_version: int
@@ -156,7 +158,23 @@ class TaskInfo(_message.Message):
     backbone_fingerprint: str
     created_at: str
     selection: str
-    def __init__(self, task: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., active_version: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., head_kind: _Optional[str] = ..., head_metrics: _Optional[_Union[Metrics, _Mapping]] = ..., baseline_metrics: _Optional[_Union[Metrics, _Mapping]] = ..., backbone_fingerprint: _Optional[str] = ..., created_at: _Optional[str] = ..., selection: _Optional[str] = ...) -> None: ...
+    candidates: _containers.RepeatedCompositeFieldContainer[CandidateScore]
+    adapted_layers: int
+    def __init__(self, task: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., active_version: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., head_kind: _Optional[str] = ..., head_metrics: _Optional[_Union[Metrics, _Mapping]] = ..., baseline_metrics: _Optional[_Union[Metrics, _Mapping]] = ..., backbone_fingerprint: _Optional[str] = ..., created_at: _Optional[str] = ..., selection: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[CandidateScore, _Mapping]]] = ..., adapted_layers: _Optional[int] = ...) -> None: ...
+
+class CandidateScore(_message.Message):
+    __slots__ = ("name", "accuracy", "log_loss", "layers", "cost_us")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    LOG_LOSS_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    COST_US_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    accuracy: float
+    log_loss: float
+    layers: int
+    cost_us: float
+    def __init__(self, name: _Optional[str] = ..., accuracy: _Optional[float] = ..., log_loss: _Optional[float] = ..., layers: _Optional[int] = ..., cost_us: _Optional[float] = ...) -> None: ...
 
 class InfoRequest(_message.Message):
     __slots__ = ()

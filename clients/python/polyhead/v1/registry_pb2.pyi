@@ -86,8 +86,8 @@ class TrainProgress(_message.Message):
     epoch: EpochReport
     done: TrainResult
     progress: StageProgress
-    candidate: CandidateScore
-    def __init__(self, stage: _Optional[str] = ..., epoch: _Optional[_Union[EpochReport, _Mapping]] = ..., done: _Optional[_Union[TrainResult, _Mapping]] = ..., progress: _Optional[_Union[StageProgress, _Mapping]] = ..., candidate: _Optional[_Union[CandidateScore, _Mapping]] = ...) -> None: ...
+    candidate: _inference_pb2.CandidateScore
+    def __init__(self, stage: _Optional[str] = ..., epoch: _Optional[_Union[EpochReport, _Mapping]] = ..., done: _Optional[_Union[TrainResult, _Mapping]] = ..., progress: _Optional[_Union[StageProgress, _Mapping]] = ..., candidate: _Optional[_Union[_inference_pb2.CandidateScore, _Mapping]] = ...) -> None: ...
 
 class StageProgress(_message.Message):
     __slots__ = ("stage", "done", "total", "elapsed_s")
@@ -100,16 +100,6 @@ class StageProgress(_message.Message):
     total: int
     elapsed_s: float
     def __init__(self, stage: _Optional[str] = ..., done: _Optional[int] = ..., total: _Optional[int] = ..., elapsed_s: _Optional[float] = ...) -> None: ...
-
-class CandidateScore(_message.Message):
-    __slots__ = ("name", "accuracy", "log_loss")
-    NAME_FIELD_NUMBER: _ClassVar[int]
-    ACCURACY_FIELD_NUMBER: _ClassVar[int]
-    LOG_LOSS_FIELD_NUMBER: _ClassVar[int]
-    name: str
-    accuracy: float
-    log_loss: float
-    def __init__(self, name: _Optional[str] = ..., accuracy: _Optional[float] = ..., log_loss: _Optional[float] = ...) -> None: ...
 
 class EpochReport(_message.Message):
     __slots__ = ("epoch", "train_loss", "validation_loss", "validation_accuracy")
@@ -182,7 +172,7 @@ class ListVersionsRequest(_message.Message):
     def __init__(self, task: _Optional[str] = ...) -> None: ...
 
 class VersionInfo(_message.Message):
-    __slots__ = ("version", "active", "created_at", "head_metrics", "baseline_metrics", "head_kind", "selection")
+    __slots__ = ("version", "active", "created_at", "head_metrics", "baseline_metrics", "head_kind", "selection", "candidates", "adapted_layers")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -190,6 +180,8 @@ class VersionInfo(_message.Message):
     BASELINE_METRICS_FIELD_NUMBER: _ClassVar[int]
     HEAD_KIND_FIELD_NUMBER: _ClassVar[int]
     SELECTION_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    ADAPTED_LAYERS_FIELD_NUMBER: _ClassVar[int]
     version: int
     active: bool
     created_at: str
@@ -197,7 +189,9 @@ class VersionInfo(_message.Message):
     baseline_metrics: _inference_pb2.Metrics
     head_kind: str
     selection: str
-    def __init__(self, version: _Optional[int] = ..., active: _Optional[bool] = ..., created_at: _Optional[str] = ..., head_metrics: _Optional[_Union[_inference_pb2.Metrics, _Mapping]] = ..., baseline_metrics: _Optional[_Union[_inference_pb2.Metrics, _Mapping]] = ..., head_kind: _Optional[str] = ..., selection: _Optional[str] = ...) -> None: ...
+    candidates: _containers.RepeatedCompositeFieldContainer[_inference_pb2.CandidateScore]
+    adapted_layers: int
+    def __init__(self, version: _Optional[int] = ..., active: _Optional[bool] = ..., created_at: _Optional[str] = ..., head_metrics: _Optional[_Union[_inference_pb2.Metrics, _Mapping]] = ..., baseline_metrics: _Optional[_Union[_inference_pb2.Metrics, _Mapping]] = ..., head_kind: _Optional[str] = ..., selection: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[_inference_pb2.CandidateScore, _Mapping]]] = ..., adapted_layers: _Optional[int] = ...) -> None: ...
 
 class ListVersionsResponse(_message.Message):
     __slots__ = ("task", "versions")
