@@ -109,6 +109,7 @@ pub fn artifact(task: &str, fingerprint: &str, dim: usize) -> HeadArtifact {
         metrics: None,
         selection: None,
         branch: None,
+        reads: Default::default(),
     };
     HeadArtifact {
         manifest,

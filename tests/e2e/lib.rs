@@ -357,6 +357,17 @@ impl Server {
             .into_iter()
             .map(|(text, label)| Example { text, label })
             .collect();
+        self.train_events_on(task, examples, options).await
+    }
+
+    /// Every event of a TrainHead of `task` on `examples` with `options` (activating
+    /// it), in order.
+    pub async fn train_events_on(
+        &self,
+        task: &str,
+        examples: Vec<Example>,
+        options: TrainOptions,
+    ) -> Vec<Event> {
         let request = TrainHeadRequest {
             task: task.into(),
             examples,

@@ -19,3 +19,4 @@ mod report;
 mod serving;
 mod swap;
 mod tls;
+mod windows;

@@ -203,6 +203,13 @@ impl EncoderHandle {
         self.prepare.encode(inputs)
     }
 
+    /// Every window of each text (the first is what `encode` gives; a text longer
+    /// than the backbone reads has more, overlapping by [`crate::WINDOW_OVERLAP`]
+    /// tokens, at most [`crate::MAX_WINDOWS`]). Texts only.
+    pub fn encode_windows(&self, inputs: &[Input]) -> Result<Vec<Vec<Encoded>>> {
+        self.prepare.encode_windows(inputs)
+    }
+
     /// Embeds `texts` on the model thread.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Embeddings> {
         let inputs = texts.into_iter().map(Input::Text).collect();

@@ -40,13 +40,14 @@ use serde::Serialize;
 
 pub use batching::{BatchPolicy, Passes};
 pub use branch::{Branch, BranchShape, LowRank, Top, TARGETS};
-pub use encoder::{Embeddings, Encoder};
+pub use encoder::{pool_windows, Embeddings, Encoder};
 pub use error::{Error, Result};
 pub use handle::EncoderHandle;
 pub use image::thumbnail;
 pub use input::{Encoded, Input};
 pub use options::{Backend, Device, Dtype, EncoderOptions, DEFAULT_MAX_IMAGE_PIXELS};
 pub use runtime::Padding;
+pub use tokenize::{MAX_WINDOWS, WINDOW_OVERLAP};
 
 /// What a loaded backbone is: printed by `polyhead info`, recorded by heads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

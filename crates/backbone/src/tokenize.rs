@@ -1,5 +1,6 @@
-//! Tokenization with the backbone's truncation: token ids per text, and the long-text
-//! shortcut that tokenizes only a provably sufficient prefix.
+//! Tokenization with the backbone's truncation: token ids per text, the long-text
+//! shortcut that tokenizes only a provably sufficient prefix, and the windows that
+//! cover a whole long text.
 use std::path::Path;
 
 use tokenizers::{Tokenizer, TruncationParams};
@@ -49,6 +50,58 @@ fn ids_of(tokenizer: &Tokenizer, text: &str, max_len: Option<usize>) -> Result<V
         }
     }
     Ok(encode(text)?.get_ids().to_vec())
+}
+
+/// Tokens two neighbouring windows share, so no sentence is only ever seen cut in
+/// two (what `bench/windows_probe.py` measured).
+pub const WINDOW_OVERLAP: usize = 32;
+/// Most windows read of one text (about 7,000 tokens, 30 KB of English): the rest of a
+/// longer text is not read. Requests are bounded anyway by `server.max_text_bytes`
+/// and `server.max_request_tokens`, which count every window.
+pub const MAX_WINDOWS: usize = 32;
+
+/// Token ids of every window of each text: the first window is exactly the text's
+/// truncated ids ([`token_ids`]); each next one starts [`WINDOW_OVERLAP`] tokens
+/// before the last one ended. `windows` is the backbone's tokenizer with that
+/// stride set, so its post-processor adds the family's special tokens to every
+/// window.
+pub(crate) fn window_ids(windows: &Tokenizer, texts: &[&str]) -> Result<Vec<Vec<Vec<u32>>>> {
+    texts
+        .iter()
+        .map(|t| {
+            let enc = windows
+                .encode(*t, true)
+                .map_err(|e| Error::Tokenize(e.to_string()))?;
+            let mut out = Vec::with_capacity(1 + enc.get_overflowing().len());
+            out.push(enc.get_ids().to_vec());
+            out.extend(
+                enc.get_overflowing()
+                    .iter()
+                    .take(MAX_WINDOWS - 1)
+                    .map(|o| o.get_ids().to_vec()),
+            );
+            Ok(out)
+        })
+        .collect()
+}
+
+/// The backbone's tokenizer, cut into windows that overlap by [`WINDOW_OVERLAP`].
+pub(crate) fn windowing(tokenizer: &Tokenizer, path: &Path) -> Result<Tokenizer> {
+    let mut windows = tokenizer.clone();
+    let max_length = tokenizer.get_truncation().map_or(512, |t| t.max_length);
+    windows
+        .with_truncation(Some(TruncationParams {
+            max_length,
+            // The stride must stay below the window's content (max_length less the
+            // special tokens): a tiny max_seq_length gets a smaller overlap.
+            stride: WINDOW_OVERLAP.min(max_length.saturating_sub(2) / 2),
+            ..Default::default()
+        }))
+        .map_err(|e| Error::Tokenizer {
+            path: path.to_owned(),
+            msg: e.to_string(),
+        })?;
+    Ok(windows)
 }
 
 pub(crate) fn load_tokenizer(bytes: &[u8], path: &Path, max_len: usize) -> Result<Tokenizer> {

@@ -79,6 +79,12 @@ pub struct TrainArgs {
     /// Adapted depths to try, in layers from the top, comma-separated (default 1,2).
     #[arg(long, value_name = "D,..", value_delimiter = ',')]
     pub adapt_layers: Vec<usize>,
+    /// Long texts: always (the default: the head reads the pooled features of every
+    /// window of a text; a longer text costs a pass per further window), never (the
+    /// truncated text, one shared pass) or auto (both are scored on held-out
+    /// examples and the better is kept).
+    #[arg(long, default_value = "always", value_name = "WHEN")]
+    pub windows: String,
     /// Store the version but leave the active one alone.
     #[arg(long)]
     pub no_activate: bool,
@@ -283,6 +289,7 @@ pub fn train(settings: &Settings, a: &TrainArgs) -> Result<()> {
     let mut options = TrainOptions {
         head: a.head.parse()?,
         adapt: a.adapt.parse()?,
+        windows: a.windows.parse()?,
         ..Default::default()
     };
     if !a.adapt_layers.is_empty() {

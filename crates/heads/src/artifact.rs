@@ -7,7 +7,7 @@ use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 
 use crate::{
     validate_task_name, BackboneRef, BranchSpec, Dense, Error, Head, HeadKind, Lexicon, Manifest,
-    Result, FORMAT_VERSION,
+    Reads, Result, FORMAT_VERSION,
 };
 
 /// safetensors metadata key holding a hybrid head's lexicon terms (a JSON array,
@@ -145,6 +145,11 @@ impl HeadArtifact {
         }
         validate_task_name(&manifest.task)?;
         check_labels(&manifest.labels)?;
+        if manifest.reads == Reads::Windows && manifest.branch.is_some() {
+            return Err(Error::InvalidArtifact(
+                "reads \"windows\" with a branch: a branch reads the truncated text only".into(),
+            ));
+        }
         let st = SafeTensors::deserialize(safetensors)
             .map_err(|e| Error::InvalidArtifact(format!("head.safetensors: {e}")))?;
         let lexicon = match manifest.head {
@@ -222,6 +227,11 @@ impl HeadArtifact {
                 expected: backbone.dim,
                 found: self.manifest.input_dim,
             });
+        }
+        if self.manifest.reads == Reads::Windows && !backbone.reads_text {
+            return Err(Error::InvalidArtifact(
+                "the head reads texts in windows; this backbone reads pictures".into(),
+            ));
         }
         if let Some(spec) = &self.manifest.branch {
             if backbone.layers == 0 {

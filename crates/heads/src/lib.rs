@@ -35,7 +35,7 @@ pub use head::{Dense, Head};
 pub use lexicon::{Lexicon, SparseRow};
 pub use manifest::{
     now_rfc3339, validate_task_name, BackboneRef, BranchSpec, BranchTarget, Candidate,
-    ClassMetrics, Evaluation, HeadKind, Manifest, Metrics, Selection, FORMAT_VERSION,
+    ClassMetrics, Evaluation, HeadKind, Manifest, Metrics, Reads, Selection, FORMAT_VERSION,
 };
 pub use prob::{argmax, softmax, Real};
 pub use registry::{HeadMap, HeadRegistry, SyncReport};

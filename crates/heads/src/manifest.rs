@@ -53,6 +53,27 @@ impl HeadKind {
     }
 }
 
+/// How much of a long text a head's features read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Reads {
+    /// The text as the backbone truncates it (its first `max_seq_length` tokens):
+    /// the shared frozen features.
+    #[default]
+    Truncated,
+    /// Every window of the text, pooled into one vector: the frozen features of
+    /// the first window, plus a pass per further window.
+    Windows,
+}
+
+impl Reads {
+    /// Whether this is the default (kept out of manifests, so a head that reads the
+    /// truncated text has the manifest it always had).
+    pub fn is_truncated(&self) -> bool {
+        *self == Reads::Truncated
+    }
+}
+
 /// The backbone a head was trained on. A head only serves the backbone it names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct BackboneRef {
@@ -70,6 +91,10 @@ pub struct BackboneRef {
     /// which a branch's targets must equal. Not recorded in manifests.
     #[serde(skip)]
     pub branch_targets: Vec<BranchTarget>,
+    /// Whether the running backbone reads texts, and so can read one in windows.
+    /// Known to the server, not recorded in manifests.
+    #[serde(skip)]
+    pub reads_text: bool,
 }
 
 /// Scores of one class.
@@ -151,6 +176,10 @@ pub struct Manifest {
     /// reads the frozen features.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<BranchSpec>,
+    /// How much of a long text the head's features read (absent: the truncated
+    /// text).
+    #[serde(default, skip_serializing_if = "Reads::is_truncated")]
+    pub reads: Reads,
 }
 
 /// The shape of a task's branch: low-rank updates `W + B A * scale` of the linears
@@ -217,6 +246,11 @@ pub struct Candidate {
     /// training machine (absent for frozen candidates).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_us: Option<f64>,
+    /// Backbone passes per text it needs at serving when it reads texts in windows
+    /// (the mean windows per training text: the first is the shared pass); absent
+    /// for candidates that read the truncated text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows_per_text: Option<f64>,
 }
 
 /// Now, as RFC 3339.

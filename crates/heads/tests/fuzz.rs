@@ -50,6 +50,7 @@ fn valid(kind: HeadKind, dim: usize, labels: usize) -> HeadArtifact {
         metrics: None,
         selection: None,
         branch: None,
+        reads: Default::default(),
     };
     HeadArtifact {
         manifest,

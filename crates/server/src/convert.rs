@@ -97,6 +97,9 @@ pub fn train_options(
     if !o.adapt_layers.is_empty() {
         out.adapt_layers = o.adapt_layers.iter().map(|&d| d as usize).collect();
     }
+    if !o.windows.is_empty() {
+        out.windows = o.windows.parse()?;
+    }
     out.validate()?;
     Ok(out)
 }

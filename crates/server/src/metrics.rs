@@ -36,6 +36,9 @@ pub const HEAD: &str = "polyhead_head_seconds";
 pub const BRANCH: &str = "polyhead_branch_seconds";
 /// Texts run through the backbone.
 pub const BACKBONE_TEXTS: &str = "polyhead_backbone_texts_total";
+/// Further windows of long texts run through the backbone for heads that read every
+/// window (the first window is the shared pass; `BACKBONE_TEXTS` counts both).
+pub const WINDOW_PASSES: &str = "polyhead_backbone_extra_windows_total";
 /// Embedding cache hits.
 pub const CACHE_HITS: &str = "polyhead_embedding_cache_hits_total";
 /// Embedding cache misses.
@@ -325,6 +328,11 @@ fn describe() {
          once for every adapted task of the request, then each task's layers)"
     );
     describe_counter!(BACKBONE_TEXTS, "texts run through the backbone");
+    describe_counter!(
+        WINDOW_PASSES,
+        "further windows of long texts run through the backbone for tasks whose heads read \
+         every window (the first window is the shared pass)"
+    );
     describe_counter!(CACHE_HITS, "embedding cache hits");
     describe_counter!(CACHE_MISSES, "embedding cache misses");
     describe_gauge!(HEAD_VERSION, "active head version per task");

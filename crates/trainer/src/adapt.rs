@@ -366,6 +366,7 @@ impl Job<'_> {
             log_loss: log_loss(&probs),
             layers,
             cost_us: Some(cost_us),
+            windows_per_text: None,
         };
         progress(Progress::Candidate(candidate.clone()));
         Ok(Scored {

@@ -147,6 +147,79 @@ impl FeatureCache {
     }
 }
 
+impl FeatureCache {
+    /// Features of `texts` read in every window (see [`polyhead_backbone::pool_windows`]),
+    /// and the mean windows per text. `frozen` holds the texts' frozen features,
+    /// which are their first windows' (as at serving): a text the backbone reads
+    /// whole costs nothing more, a longer one a pass per further window. Pooled rows
+    /// are cached like frozen ones, in a namespace of their own.
+    pub fn windowed_within(
+        &self,
+        encoder: &EncoderHandle,
+        texts: &[String],
+        frozen: &Embeddings,
+        budget: &Budget,
+    ) -> Result<(Embeddings, f64)> {
+        let info = encoder.info();
+        let (dim, normalized) = (info.dim, info.normalize);
+        let namespace = format!("{}-{}-windows", info.fingerprint, info.dtype);
+        let inputs: Vec<Input> = texts.iter().map(|t| Input::Text(t.clone())).collect();
+        let windows = encoder.encode_windows(&inputs)?;
+        let per_text =
+            windows.iter().map(Vec::len).sum::<usize>() as f64 / texts.len().max(1) as f64;
+        let mut data = frozen.as_slice().to_vec();
+        let missing: Vec<usize> = (0..texts.len())
+            .filter(|&i| windows[i].len() > 1)
+            .filter(|&i| {
+                match self
+                    .path(&namespace, &texts[i])
+                    .and_then(|p| read_row(&p, dim, normalized))
+                {
+                    Some(row) => {
+                        data[i * dim..(i + 1) * dim].copy_from_slice(&row);
+                        false
+                    }
+                    None => true,
+                }
+            })
+            .collect();
+        // Texts in chunks of about EMBED_CHUNK further windows each.
+        let mut start = 0;
+        while start < missing.len() {
+            budget.check()?;
+            let mut end = start;
+            let mut n = 0;
+            while end < missing.len()
+                && (n == 0 || n + windows[missing[end]].len() - 1 <= EMBED_CHUNK)
+            {
+                n += windows[missing[end]].len() - 1;
+                end += 1;
+            }
+            let chunk = &missing[start..end];
+            let ids: Vec<_> = chunk
+                .iter()
+                .flat_map(|&i| windows[i][1..].iter().cloned())
+                .collect();
+            let emb = encoder.embed_encoded_blocking(ids)?;
+            let mut at = 0;
+            for &i in chunk {
+                let mut rows: Vec<&[f32]> = vec![frozen.row(i)];
+                rows.extend((at..at + windows[i].len() - 1).map(|r| emb.row(r)));
+                at += windows[i].len() - 1;
+                let pooled = polyhead_backbone::pool_windows(&rows, normalized);
+                if let Some(p) = self.path(&namespace, &texts[i]) {
+                    if let Err(e) = write_row(&p, &pooled) {
+                        tracing::warn!(error = %e, "feature cache: cannot store a row");
+                    }
+                }
+                data[i * dim..(i + 1) * dim].copy_from_slice(&pooled);
+            }
+            start = end;
+        }
+        Ok((Embeddings::new(dim, data), per_text))
+    }
+}
+
 /// Largest feature value a row may hold when the backbone does not normalise:
 /// pooled transformer states are O(1-10); 3e38 is damage, not a feature.
 const MAX_ABS_FEATURE: f32 = 1e4;

@@ -29,7 +29,7 @@ pub use dataset::{Dataset, Example, Format};
 pub use error::{Error, Result};
 pub use features::{CacheStats, FeatureCache};
 pub use metrics::{argmax_rows, evaluate};
-pub use options::{Adapt, HeadChoice, TrainOptions};
+pub use options::{Adapt, HeadChoice, TrainOptions, Windows};
 pub use pipeline::{
     backbone_ref, predict_rows, train_task, Progress, Timings, TrainReport, TrainRequest,
 };

@@ -5,7 +5,7 @@ use std::time::Instant;
 use polyhead_backbone::{BackboneInfo, Branch, EncoderHandle, Input, Top};
 use polyhead_heads::{
     now_rfc3339, BackboneRef, Candidate, Evaluation, Head, HeadArtifact, HeadKind, Manifest,
-    Metrics, Selection, FORMAT_VERSION,
+    Metrics, Reads, Selection, FORMAT_VERSION,
 };
 use serde::Serialize;
 
@@ -14,11 +14,11 @@ use crate::{
     baseline::{baseline_on_split, Baseline, THUMBNAIL_DIM, THUMBNAIL_SIDE},
     features::{CacheStats, FeatureCache},
     metrics::{argmax_rows, evaluate},
-    select::{choose, plan, Context, Examples},
+    select::{choose, plan, Context, Examples, Windowed},
     split::stratified_split,
     stored_branch,
     train::{train_head, EpochReport, Split},
-    Adapt, Budget, Dataset, Error, HeadChoice, Result, TrainOptions,
+    Adapt, Budget, Dataset, Error, HeadChoice, Result, TrainOptions, Windows,
 };
 
 /// What to train.
@@ -171,7 +171,6 @@ pub fn train_task(
         hits: s1.hits + s2.hits,
         misses: s1.misses + s2.misses,
     };
-    let features_s = t0.elapsed().as_secs_f64();
 
     // Pictures: the baseline's thumbnails (every file already passed the backbone's
     // decoding limits above).
@@ -197,6 +196,18 @@ pub fn train_task(
         Some((t, _)) if with_baseline => Some(thumbs(t)?),
         _ => None,
     };
+    // Long texts: every window's features too, when a head may read them.
+    let read_windows =
+        !images && req.options.windows != Windows::Never && req.options.head != HeadChoice::Mlp;
+    let windowed = if read_windows {
+        progress(Progress::Stage {
+            name: "windows".into(),
+        });
+        Some(cache.windowed_within(encoder, &texts, &x, &req.budget)?)
+    } else {
+        None
+    };
+    let features_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let dim = encoder.info().dim;
     // The checkpoint in libtorch, loaded only when adaptation is tried.
@@ -208,6 +219,10 @@ pub fn train_task(
         y: &y,
         n_train,
         pixels: pixels.as_deref(),
+        windows: windowed.as_ref().map(|(w, per_text)| Windowed {
+            emb: w.as_slice(),
+            per_text: *per_text,
+        }),
     };
     let fitted = match req.options.head {
         HeadChoice::Mlp => fit_mlp(&examples, &labels, req, progress)?,
@@ -229,6 +244,7 @@ pub fn train_task(
                 n_fit: y.len(),
                 epochs: c.iterations,
                 branch: None,
+                reads: c.reads,
             };
             let wanted = match req.options.adapt {
                 Adapt::Never => false,
@@ -244,8 +260,11 @@ pub fn train_task(
     };
     let head_s = t1.elapsed().as_secs_f64();
 
-    // An adapted head reads its branch's features.
+    // An adapted head reads its branch's features; a windowed one every window's.
     let x_test = match (x_test, &fitted.branch, &top, &test) {
+        (Some((x, stats)), None, _, Some((t, _))) if fitted.reads == Reads::Windows => {
+            Some((cache.windowed_within(encoder, t, &x, &req.budget)?.0, stats))
+        }
         (Some(_), Some(branch), Some(top), Some((t, _))) => {
             let ids = encoder.tokenize(t)?;
             let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
@@ -297,6 +316,7 @@ pub fn train_task(
             (Some(b), Some(top)) => Some(stored_branch::spec(b, &top.shape())),
             _ => None,
         },
+        reads: fitted.reads,
     };
     let report = TrainReport {
         task: req.task.clone(),
@@ -337,6 +357,8 @@ struct Fitted {
     epochs: usize,
     /// The branch of an adapted head.
     branch: Option<Branch>,
+    /// Whether the head reads every window of a text.
+    reads: Reads,
 }
 
 /// Tries adapted candidates on the splits the frozen heads were scored on, and
@@ -390,6 +412,8 @@ fn adapt_fitted(
         fitted.validation = evaluate(labels, &kept.truth, &kept.predicted);
         fitted.epochs = kept.epochs;
         fitted.branch = Some(kept.trained.branch);
+        // A branch reads the truncated text.
+        fitted.reads = Reads::Truncated;
         tracing::info!(layers = kept.layers, name = %kept.name, "adapted head kept");
     }
     Ok(fitted)
@@ -467,6 +491,7 @@ fn fit_mlp(
         n_fit: train_idx.len(),
         epochs: history.len(),
         branch: None,
+        reads: Reads::Truncated,
     })
 }
 
@@ -520,6 +545,13 @@ pub fn predict_rows(
         })
         .collect::<Result<Vec<_>>>()?;
     let x = match stored_branch::branch_of(artifact, encoder.info().branch.as_ref())? {
+        None if artifact.manifest.reads == Reads::Windows => {
+            let texts = data.texts();
+            let frozen = cache.features(encoder, &texts)?.0;
+            cache
+                .windowed_within(encoder, &texts, &frozen, &Budget::unlimited())?
+                .0
+        }
         None => cache.features(encoder, &data.texts())?.0,
         Some(branch) => {
             let ids = encoder.encode(
@@ -550,5 +582,6 @@ pub fn backbone_ref(info: &BackboneInfo) -> BackboneRef {
             .branch
             .map(|s| stored_branch::targets(&s))
             .unwrap_or_default(),
+        reads_text: info.input == "text",
     }
 }

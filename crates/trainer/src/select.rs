@@ -4,7 +4,9 @@
 //! split for large ones, or the caller's validation set — and the winner is refitted
 //! on every example. The TF-IDF baseline is scored on the same splits.
 use polyhead_heads::argmax;
-use polyhead_heads::{Candidate, Dense, Head, HeadKind, Lexicon, Metrics, Selection, SparseRow};
+use polyhead_heads::{
+    Candidate, Dense, Head, HeadKind, Lexicon, Metrics, Reads, Selection, SparseRow,
+};
 
 use crate::{
     baseline::{baseline_design, Baseline, BASELINE_C},
@@ -12,7 +14,7 @@ use crate::{
     metrics::evaluate,
     split::{stratified_folds, stratified_split},
     train::class_weights,
-    Budget, HeadChoice, Progress, Result, TrainOptions,
+    Budget, HeadChoice, Progress, Result, TrainOptions, Windows,
 };
 
 /// Up to this many examples, 5-fold cross-validation; up to `MEDIUM`, 3-fold; above,
@@ -34,20 +36,54 @@ pub(crate) struct Examples<'a> {
     /// For pictures: each row's thumbnail (`baseline::THUMBNAIL_DIM` values), which the
     /// from-scratch baseline reads instead of TF-IDF; hybrid heads do not apply.
     pub pixels: Option<&'a [f32]>,
+    /// Features of every window of each text, pooled (rows x dim), when long texts
+    /// may be read whole: every candidate is then also tried on them.
+    pub windows: Option<Windowed<'a>>,
 }
 
-/// A candidate configuration.
+/// Pooled features of every window of each text, and what reading them costs.
+#[derive(Clone, Copy)]
+pub(crate) struct Windowed<'a> {
+    pub emb: &'a [f32],
+    /// Mean windows per text (1.0: no text is longer than the backbone reads).
+    pub per_text: f64,
+}
+
+/// A candidate configuration: a head kind and its penalties, on the truncated
+/// texts' features or on every window's (`windows`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Config {
-    Linear { c: f64 },
-    Hybrid { c: f64, alpha: f32 },
+    Linear { c: f64, windows: bool },
+    Hybrid { c: f64, alpha: f32, windows: bool },
 }
 
 impl Config {
     fn name(&self) -> String {
+        let (base, windows) = match *self {
+            Config::Linear { c, windows } => (format!("linear C={c}"), windows),
+            Config::Hybrid { c, alpha, windows } => {
+                (format!("hybrid C={c} lexical={alpha}"), windows)
+            }
+        };
+        if windows {
+            format!("{base} windows")
+        } else {
+            base
+        }
+    }
+    fn windows(&self) -> bool {
+        match *self {
+            Config::Linear { windows, .. } | Config::Hybrid { windows, .. } => windows,
+        }
+    }
+    fn with_windows(self) -> Config {
         match self {
-            Config::Linear { c } => format!("linear C={c}"),
-            Config::Hybrid { c, alpha } => format!("hybrid C={c} lexical={alpha}"),
+            Config::Linear { c, .. } => Config::Linear { c, windows: true },
+            Config::Hybrid { c, alpha, .. } => Config::Hybrid {
+                c,
+                alpha,
+                windows: true,
+            },
         }
     }
     fn kind(&self) -> &'static str {
@@ -58,7 +94,7 @@ impl Config {
     }
     fn c(&self) -> f64 {
         match *self {
-            Config::Linear { c } | Config::Hybrid { c, .. } => c,
+            Config::Linear { c, .. } | Config::Hybrid { c, .. } => c,
         }
     }
     fn design<'a>(&self, ex: &Examples<'a>, sparse: &'a [SparseRow], vocab: usize) -> Design<'a> {
@@ -66,8 +102,12 @@ impl Config {
             Config::Linear { .. } => None,
             Config::Hybrid { alpha, .. } => Some(alpha),
         };
+        let dense = match ex.windows {
+            Some(w) if self.windows() => w.emb,
+            _ => ex.emb,
+        };
         Design {
-            dense: ex.emb,
+            dense,
             dim: ex.dim,
             sparse,
             vocab: if lexical.is_some() { vocab } else { 0 },
@@ -76,8 +116,23 @@ impl Config {
     }
 }
 
-/// The candidates for `choice` at `n` examples.
-fn grid(choice: HeadChoice, n: usize) -> Vec<Config> {
+/// The candidates for `choice` at `n` examples: on the truncated texts' features,
+/// every window's, or (`auto`) both.
+fn grid(choice: HeadChoice, n: usize, windows: Windows) -> Vec<Config> {
+    let truncated = grid_truncated(choice, n);
+    let windowed = truncated.iter().map(|c| c.with_windows());
+    match windows {
+        Windows::Never => truncated,
+        Windows::Always => windowed.collect(),
+        Windows::Auto => {
+            let windowed: Vec<Config> = windowed.collect();
+            truncated.into_iter().chain(windowed).collect()
+        }
+    }
+}
+
+/// The candidates for `choice` at `n` examples on the truncated texts' features.
+fn grid_truncated(choice: HeadChoice, n: usize) -> Vec<Config> {
     let large = n > MEDIUM;
     let cs: &[f64] = if large {
         &[1.0, 10.0, 100.0]
@@ -85,11 +140,14 @@ fn grid(choice: HeadChoice, n: usize) -> Vec<Config> {
         &[0.1, 1.0, 10.0, 100.0]
     };
     let alphas: &[f32] = if large { &[1.0] } else { &[0.5, 1.0, 2.0] };
-    let linear = cs.iter().map(|&c| Config::Linear { c });
-    let hybrid = cs
-        .iter()
-        .filter(|&&c| c >= 1.0)
-        .flat_map(|&c| alphas.iter().map(move |&alpha| Config::Hybrid { c, alpha }));
+    let linear = cs.iter().map(|&c| Config::Linear { c, windows: false });
+    let hybrid = cs.iter().filter(|&&c| c >= 1.0).flat_map(|&c| {
+        alphas.iter().map(move |&alpha| Config::Hybrid {
+            c,
+            alpha,
+            windows: false,
+        })
+    });
     match choice {
         HeadChoice::Linear => linear.collect(),
         HeadChoice::Hybrid => hybrid.collect(),
@@ -225,6 +283,8 @@ pub(crate) struct Chosen {
     pub baseline: Option<(Metrics, Baseline)>,
     /// L-BFGS iterations of the final fit.
     pub iterations: usize,
+    /// Whether the head reads every window of a text.
+    pub reads: Reads,
 }
 
 /// Scores every candidate for `choice`, refits the best on every example, and
@@ -267,7 +327,11 @@ pub(crate) fn choose(
         name: format!("select ({})", plan.method),
     });
     let mut tried = Vec::new();
-    for config in grid(choice, ex.y.len()) {
+    let windows = match ex.windows {
+        Some(_) => o.windows,
+        None => Windows::Never,
+    };
+    for config in grid(choice, ex.y.len(), windows) {
         let scored = cx.score(&config.design(ex, &sparse, vocab), &plan, config.c())?;
         let candidate = Candidate {
             name: config.name(),
@@ -276,6 +340,7 @@ pub(crate) fn choose(
             log_loss: scored.log_loss(ex.y),
             layers: 0,
             cost_us: None,
+            windows_per_text: ex.windows.filter(|_| config.windows()).map(|w| w.per_text),
         };
         progress(Progress::Candidate(candidate.clone()));
         tried.push((config, scored, candidate));
@@ -318,6 +383,11 @@ pub(crate) fn choose(
         validation: scored.metrics(labels, ex.y),
         baseline,
         iterations: final_fit.iterations,
+        reads: if config.windows() {
+            Reads::Windows
+        } else {
+            Reads::Truncated
+        },
     })
 }
 
@@ -415,6 +485,7 @@ mod tests {
             log_loss,
             layers: 0,
             cost_us: None,
+            windows_per_text: None,
         };
         // n = 16, best 0.8125: se ~ 0.098, so 0.75 is eligible, 0.6 is not.
         let cands = [
@@ -433,16 +504,30 @@ mod tests {
 
     #[test]
     fn the_grid_follows_the_choice() {
-        assert!(grid(HeadChoice::Linear, 10)
+        assert!(grid(HeadChoice::Linear, 10, Windows::Never)
             .iter()
             .all(|c| c.kind() == "linear"));
-        assert!(grid(HeadChoice::Hybrid, 10)
+        assert!(grid(HeadChoice::Hybrid, 10, Windows::Never)
             .iter()
             .all(|c| c.kind() == "hybrid"));
-        let auto = grid(HeadChoice::Auto, 10);
+        let auto = grid(HeadChoice::Auto, 10, Windows::Never);
         assert!(
             auto.iter().any(|c| c.kind() == "linear") && auto.iter().any(|c| c.kind() == "hybrid")
         );
-        assert!(grid(HeadChoice::Auto, 5000).len() < auto.len());
+        assert!(grid(HeadChoice::Auto, 5000, Windows::Never).len() < auto.len());
+    }
+
+    #[test]
+    fn windows_add_every_candidate_on_the_pooled_features_or_replace_them() {
+        let never = grid(HeadChoice::Auto, 10, Windows::Never);
+        assert!(never.iter().all(|c| !c.windows()));
+        let auto = grid(HeadChoice::Auto, 10, Windows::Auto);
+        assert_eq!(auto.len(), 2 * never.len());
+        for c in &never {
+            assert!(auto.contains(c) && auto.contains(&c.with_windows()));
+        }
+        let always = grid(HeadChoice::Linear, 10, Windows::Always);
+        assert!(!always.is_empty() && always.iter().all(|c| c.windows()));
+        assert!(always.iter().all(|c| c.name().ends_with(" windows")));
     }
 }

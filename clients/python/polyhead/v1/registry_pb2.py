@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from polyhead.v1 import inference_pb2 as polyhead_dot_v1_dot_inference__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apolyhead/v1/registry.proto\x12\x0bpolyhead.v1\x1a\x1bpolyhead/v1/inference.proto\"S\n\x13RegisterHeadRequest\x12\x15\n\rmanifest_json\x18\x01 \x01(\x0c\x12\x13\n\x0bsafetensors\x18\x02 \x01(\x0c\x12\x10\n\x08\x61\x63tivate\x18\x03 \x01(\x08\"H\n\x14RegisterHeadResponse\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x11\n\tactivated\x18\x03 \x01(\x08\"&\n\x07\x45xample\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\"\xd7\x01\n\x0cTrainOptions\x12\x11\n\thead_kind\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x12\n\nmax_epochs\x18\x03 \x01(\r\x12\x15\n\rlearning_rate\x18\x04 \x01(\x02\x12\x14\n\x0cweight_decay\x18\x05 \x01(\x02\x12\x1b\n\x13validation_fraction\x18\x06 \x01(\x02\x12\x12\n\nhidden_dim\x18\x07 \x01(\r\x12\x0f\n\x07\x64ropout\x18\x08 \x01(\x02\x12\r\n\x05\x61\x64\x61pt\x18\t \x01(\t\x12\x14\n\x0c\x61\x64\x61pt_layers\x18\n \x03(\r\"\xd1\x01\n\x10TrainHeadRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12&\n\x08\x65xamples\x18\x02 \x03(\x0b\x32\x14.polyhead.v1.Example\x12(\n\nvalidation\x18\x03 \x03(\x0b\x32\x14.polyhead.v1.Example\x12*\n\x07options\x18\x04 \x01(\x0b\x32\x19.polyhead.v1.TrainOptions\x12\x10\n\x08\x61\x63tivate\x18\x05 \x01(\x08\x12\x1f\n\x17min_validation_accuracy\x18\x06 \x01(\x02\"\xe0\x01\n\rTrainProgress\x12\x0f\n\x05stage\x18\x01 \x01(\tH\x00\x12)\n\x05\x65poch\x18\x02 \x01(\x0b\x32\x18.polyhead.v1.EpochReportH\x00\x12(\n\x04\x64one\x18\x03 \x01(\x0b\x32\x18.polyhead.v1.TrainResultH\x00\x12.\n\x08progress\x18\x04 \x01(\x0b\x32\x1a.polyhead.v1.StageProgressH\x00\x12\x30\n\tcandidate\x18\x05 \x01(\x0b\x32\x1b.polyhead.v1.CandidateScoreH\x00\x42\x07\n\x05\x65vent\"N\n\rStageProgress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12\x11\n\telapsed_s\x18\x04 \x01(\x01\"f\n\x0b\x45pochReport\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\x12\n\ntrain_loss\x18\x02 \x01(\x02\x12\x17\n\x0fvalidation_loss\x18\x03 \x01(\x02\x12\x1b\n\x13validation_accuracy\x18\x04 \x01(\x02\"\xa9\x01\n\x0bTrainResult\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x11\n\tactivated\x18\x03 \x01(\x08\x12*\n\x0chead_metrics\x18\x04 \x01(\x0b\x32\x14.polyhead.v1.Metrics\x12.\n\x10\x62\x61seline_metrics\x18\x05 \x01(\x0b\x32\x14.polyhead.v1.Metrics\x12\x0c\n\x04note\x18\x06 \x01(\t\"7\n\x16\x41\x63tivateVersionRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\"\x1f\n\x0fRollbackRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\"7\n\x0fVersionResponse\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63tive_version\x18\x02 \x01(\x04\"!\n\x11\x44\x65leteTaskRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\"<\n\x12\x44\x65leteTaskResponse\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x18\n\x10versions_deleted\x18\x02 \x01(\x04\"#\n\x13ListVersionsRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\"\x8d\x02\n\x0bVersionInfo\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0e\n\x06\x61\x63tive\x18\x02 \x01(\x08\x12\x12\n\ncreated_at\x18\x03 \x01(\t\x12*\n\x0chead_metrics\x18\x04 \x01(\x0b\x32\x14.polyhead.v1.Metrics\x12.\n\x10\x62\x61seline_metrics\x18\x05 \x01(\x0b\x32\x14.polyhead.v1.Metrics\x12\x11\n\thead_kind\x18\x06 \x01(\t\x12\x11\n\tselection\x18\x07 \x01(\t\x12/\n\ncandidates\x18\x08 \x03(\x0b\x32\x1b.polyhead.v1.CandidateScore\x12\x16\n\x0e\x61\x64\x61pted_layers\x18\t \x01(\r\"P\n\x14ListVersionsResponse\x12\x0c\n\x04task\x18\x01 \x01(\t\x12*\n\x08versions\x18\x02 \x03(\x0b\x32\x18.polyhead.v1.VersionInfo2\xeb\x03\n\x08Registry\x12S\n\x0cRegisterHead\x12 .polyhead.v1.RegisterHeadRequest\x1a!.polyhead.v1.RegisterHeadResponse\x12H\n\tTrainHead\x12\x1d.polyhead.v1.TrainHeadRequest\x1a\x1a.polyhead.v1.TrainProgress0\x01\x12T\n\x0f\x41\x63tivateVersion\x12#.polyhead.v1.ActivateVersionRequest\x1a\x1c.polyhead.v1.VersionResponse\x12\x46\n\x08Rollback\x12\x1c.polyhead.v1.RollbackRequest\x1a\x1c.polyhead.v1.VersionResponse\x12M\n\nDeleteTask\x12\x1e.polyhead.v1.DeleteTaskRequest\x1a\x1f.polyhead.v1.DeleteTaskResponse\x12S\n\x0cListVersions\x12 .polyhead.v1.ListVersionsRequest\x1a!.polyhead.v1.ListVersionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apolyhead/v1/registry.proto\x12\x0bpolyhead.v1\x1a\x1bpolyhead/v1/inference.proto\"S\n\x13RegisterHeadRequest\x12\x15\n\rmanifest_json\x18\x01 \x01(\x0c\x12\x13\n\x0bsafetensors\x18\x02 \x01(\x0c\x12\x10\n\x08\x61\x63tivate\x18\x03 \x01(\x08\"H\n\x14RegisterHeadResponse\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x11\n\tactivated\x18\x03 \x01(\x08\"&\n\x07\x45xample\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\"\xe8\x01\n\x0cTrainOptions\x12\x11\n\thead_kind\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x12\n\nmax_epochs\x18\x03 \x01(\r\x12\x15\n\rlearning_rate\x18\x04 \x01(\x02\x12\x14\n\x0cweight_decay\x18\x05 \x01(\x02\x12\x1b\n\x13validation_fraction\x18\x06 \x01(\x02\x12\x12\n\nhidden_dim\x18\x07 \x01(\r\x12\x0f\n\x07\x64ropout\x18\x08 \x01(\x02\x12\r\n\x05\x61\x64\x61pt\x18\t \x01(\t\x12\x14\n\x0c\x61\x64\x61pt_layers\x18\n \x03(\r\x12\x0f\n\x07windows\x18\x0b \x01(\t\"\xd1\x01\n\x10TrainHeadRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12&\n\x08\x65xamples\x18\x02 \x03(\x0b\x32\x14.polyhead.v1.Example\x12(\n\nvalidation\x18\x03 \x03(\x0b\x32\x14.polyhead.v1.Example\x12*\n\x07options\x18\x04 \x01(\x0b\x32\x19.polyhead.v1.TrainOptions\x12\x10\n\x08\x61\x63tivate\x18\x05 \x01(\x08\x12\x1f\n\x17min_validation_accuracy\x18\x06 \x01(\x02\"\xe0\x01\n\rTrainProgress\x12\x0f\n\x05stage\x18\x01 \x01(\tH\x00\x12)\n\x05\x65poch\x18\x02 \x01(\x0b\x32\x18.polyhead.v1.EpochReportH\x00\x12(\n\x04\x64one\x18\x03 \x01(\x0b\x32\x18.polyhead.v1.TrainResultH\x00\x12.\n\x08progress\x18\x04 \x01(\x0b\x32\x1a.polyhead.v1.StageProgressH\x00\x12\x30\n\tcandidate\x18\x05 \x01(\x0b\x32\x1b.polyhead.v1.CandidateScoreH\x00\x42\x07\n\x05\x65vent\"N\n\rStageProgress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x04\x12\r\n\x05total\x18\x03 \x01(\x04\x12\x11\n\telapsed_s\x18\x04 \x01(\x01\"f\n\x0b\x45pochReport\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\x12\n\ntrain_loss\x18\x02 \x01(\x02\x12\x17\n\x0fvalidation_loss\x18\x03 \x01(\x02\x12\x1b\n\x13validation_accuracy\x18\x04 \x01(\x02\"\xa9\x01\n\x0bTrainResult\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x11\n\tactivated\x18\x03 \x01(\x08\x12*\n\x0chead_metrics\x18\x04 \x01(\x0b\x32\x14.polyhead.v1.Metrics\x12.\n\x10\x62\x61seline_metrics\x18\x05 \x01(\x0b\x32\x14.polyhead.v1.Metrics\x12\x0c\n\x04note\x18\x06 \x01(\t\"7\n\x16\x41\x63tivateVersionRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\"\x1f\n\x0fRollbackRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\"7\n\x0fVersionResponse\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63tive_version\x18\x02 \x01(\x04\"!\n\x11\x44\x65leteTaskRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\"<\n\x12\x44\x65leteTaskResponse\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x18\n\x10versions_deleted\x18\x02 \x01(\x04\"#\n\x13ListVersionsRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\"\x8d\x02\n\x0bVersionInfo\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0e\n\x06\x61\x63tive\x18\x02 \x01(\x08\x12\x12\n\ncreated_at\x18\x03 \x01(\t\x12*\n\x0chead_metrics\x18\x04 \x01(\x0b\x32\x14.polyhead.v1.Metrics\x12.\n\x10\x62\x61seline_metrics\x18\x05 \x01(\x0b\x32\x14.polyhead.v1.Metrics\x12\x11\n\thead_kind\x18\x06 \x01(\t\x12\x11\n\tselection\x18\x07 \x01(\t\x12/\n\ncandidates\x18\x08 \x03(\x0b\x32\x1b.polyhead.v1.CandidateScore\x12\x16\n\x0e\x61\x64\x61pted_layers\x18\t \x01(\r\"P\n\x14ListVersionsResponse\x12\x0c\n\x04task\x18\x01 \x01(\t\x12*\n\x08versions\x18\x02 \x03(\x0b\x32\x18.polyhead.v1.VersionInfo2\xeb\x03\n\x08Registry\x12S\n\x0cRegisterHead\x12 .polyhead.v1.RegisterHeadRequest\x1a!.polyhead.v1.RegisterHeadResponse\x12H\n\tTrainHead\x12\x1d.polyhead.v1.TrainHeadRequest\x1a\x1a.polyhead.v1.TrainProgress0\x01\x12T\n\x0f\x41\x63tivateVersion\x12#.polyhead.v1.ActivateVersionRequest\x1a\x1c.polyhead.v1.VersionResponse\x12\x46\n\x08Rollback\x12\x1c.polyhead.v1.RollbackRequest\x1a\x1c.polyhead.v1.VersionResponse\x12M\n\nDeleteTask\x12\x1e.polyhead.v1.DeleteTaskRequest\x1a\x1f.polyhead.v1.DeleteTaskResponse\x12S\n\x0cListVersions\x12 .polyhead.v1.ListVersionsRequest\x1a!.polyhead.v1.ListVersionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,33 +39,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXAMPLE']._serialized_start=231
   _globals['_EXAMPLE']._serialized_end=269
   _globals['_TRAINOPTIONS']._serialized_start=272
-  _globals['_TRAINOPTIONS']._serialized_end=487
-  _globals['_TRAINHEADREQUEST']._serialized_start=490
-  _globals['_TRAINHEADREQUEST']._serialized_end=699
-  _globals['_TRAINPROGRESS']._serialized_start=702
-  _globals['_TRAINPROGRESS']._serialized_end=926
-  _globals['_STAGEPROGRESS']._serialized_start=928
-  _globals['_STAGEPROGRESS']._serialized_end=1006
-  _globals['_EPOCHREPORT']._serialized_start=1008
-  _globals['_EPOCHREPORT']._serialized_end=1110
-  _globals['_TRAINRESULT']._serialized_start=1113
-  _globals['_TRAINRESULT']._serialized_end=1282
-  _globals['_ACTIVATEVERSIONREQUEST']._serialized_start=1284
-  _globals['_ACTIVATEVERSIONREQUEST']._serialized_end=1339
-  _globals['_ROLLBACKREQUEST']._serialized_start=1341
-  _globals['_ROLLBACKREQUEST']._serialized_end=1372
-  _globals['_VERSIONRESPONSE']._serialized_start=1374
-  _globals['_VERSIONRESPONSE']._serialized_end=1429
-  _globals['_DELETETASKREQUEST']._serialized_start=1431
-  _globals['_DELETETASKREQUEST']._serialized_end=1464
-  _globals['_DELETETASKRESPONSE']._serialized_start=1466
-  _globals['_DELETETASKRESPONSE']._serialized_end=1526
-  _globals['_LISTVERSIONSREQUEST']._serialized_start=1528
-  _globals['_LISTVERSIONSREQUEST']._serialized_end=1563
-  _globals['_VERSIONINFO']._serialized_start=1566
-  _globals['_VERSIONINFO']._serialized_end=1835
-  _globals['_LISTVERSIONSRESPONSE']._serialized_start=1837
-  _globals['_LISTVERSIONSRESPONSE']._serialized_end=1917
-  _globals['_REGISTRY']._serialized_start=1920
-  _globals['_REGISTRY']._serialized_end=2411
+  _globals['_TRAINOPTIONS']._serialized_end=504
+  _globals['_TRAINHEADREQUEST']._serialized_start=507
+  _globals['_TRAINHEADREQUEST']._serialized_end=716
+  _globals['_TRAINPROGRESS']._serialized_start=719
+  _globals['_TRAINPROGRESS']._serialized_end=943
+  _globals['_STAGEPROGRESS']._serialized_start=945
+  _globals['_STAGEPROGRESS']._serialized_end=1023
+  _globals['_EPOCHREPORT']._serialized_start=1025
+  _globals['_EPOCHREPORT']._serialized_end=1127
+  _globals['_TRAINRESULT']._serialized_start=1130
+  _globals['_TRAINRESULT']._serialized_end=1299
+  _globals['_ACTIVATEVERSIONREQUEST']._serialized_start=1301
+  _globals['_ACTIVATEVERSIONREQUEST']._serialized_end=1356
+  _globals['_ROLLBACKREQUEST']._serialized_start=1358
+  _globals['_ROLLBACKREQUEST']._serialized_end=1389
+  _globals['_VERSIONRESPONSE']._serialized_start=1391
+  _globals['_VERSIONRESPONSE']._serialized_end=1446
+  _globals['_DELETETASKREQUEST']._serialized_start=1448
+  _globals['_DELETETASKREQUEST']._serialized_end=1481
+  _globals['_DELETETASKRESPONSE']._serialized_start=1483
+  _globals['_DELETETASKRESPONSE']._serialized_end=1543
+  _globals['_LISTVERSIONSREQUEST']._serialized_start=1545
+  _globals['_LISTVERSIONSREQUEST']._serialized_end=1580
+  _globals['_VERSIONINFO']._serialized_start=1583
+  _globals['_VERSIONINFO']._serialized_end=1852
+  _globals['_LISTVERSIONSRESPONSE']._serialized_start=1854
+  _globals['_LISTVERSIONSRESPONSE']._serialized_end=1934
+  _globals['_REGISTRY']._serialized_start=1937
+  _globals['_REGISTRY']._serialized_end=2428
 # @@protoc_insertion_point(module_scope)

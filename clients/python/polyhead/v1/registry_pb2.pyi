@@ -36,7 +36,7 @@ class Example(_message.Message):
     def __init__(self, text: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
 
 class TrainOptions(_message.Message):
-    __slots__ = ("head_kind", "seed", "max_epochs", "learning_rate", "weight_decay", "validation_fraction", "hidden_dim", "dropout", "adapt", "adapt_layers")
+    __slots__ = ("head_kind", "seed", "max_epochs", "learning_rate", "weight_decay", "validation_fraction", "hidden_dim", "dropout", "adapt", "adapt_layers", "windows")
     HEAD_KIND_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     MAX_EPOCHS_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class TrainOptions(_message.Message):
     DROPOUT_FIELD_NUMBER: _ClassVar[int]
     ADAPT_FIELD_NUMBER: _ClassVar[int]
     ADAPT_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
     head_kind: str
     seed: int
     max_epochs: int
@@ -57,7 +58,8 @@ class TrainOptions(_message.Message):
     dropout: float
     adapt: str
     adapt_layers: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, head_kind: _Optional[str] = ..., seed: _Optional[int] = ..., max_epochs: _Optional[int] = ..., learning_rate: _Optional[float] = ..., weight_decay: _Optional[float] = ..., validation_fraction: _Optional[float] = ..., hidden_dim: _Optional[int] = ..., dropout: _Optional[float] = ..., adapt: _Optional[str] = ..., adapt_layers: _Optional[_Iterable[int]] = ...) -> None: ...
+    windows: str
+    def __init__(self, head_kind: _Optional[str] = ..., seed: _Optional[int] = ..., max_epochs: _Optional[int] = ..., learning_rate: _Optional[float] = ..., weight_decay: _Optional[float] = ..., validation_fraction: _Optional[float] = ..., hidden_dim: _Optional[int] = ..., dropout: _Optional[float] = ..., adapt: _Optional[str] = ..., adapt_layers: _Optional[_Iterable[int]] = ..., windows: _Optional[str] = ...) -> None: ...
 
 class TrainHeadRequest(_message.Message):
     __slots__ = ("task", "examples", "validation", "options", "activate", "min_validation_accuracy")

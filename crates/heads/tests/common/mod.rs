@@ -35,6 +35,7 @@ pub fn artifact(task: &str, marker: f32) -> HeadArtifact {
         metrics: None,
         selection: None,
         branch: None,
+        reads: Default::default(),
     };
     HeadArtifact {
         manifest,

@@ -8,8 +8,8 @@ use std::{
 };
 
 use metrics::{counter, histogram};
-use polyhead_backbone::{BackboneInfo, Branch, Encoded, EncoderHandle, Input};
-use polyhead_heads::HeadArtifact;
+use polyhead_backbone::{pool_windows, BackboneInfo, Branch, Encoded, EncoderHandle, Input};
+use polyhead_heads::{HeadArtifact, Reads};
 use polyhead_settings::ServerSettings;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -37,8 +37,17 @@ pub(crate) struct InferencePath {
     branches: Mutex<HashMap<String, (String, Arc<Branch>)>>,
 }
 
-/// What one head reads: the frozen features, or its branch's.
+/// What one head reads: the frozen features, every window's, or its branch's.
 type Features = Vec<Arc<[f32]>>;
+
+/// The cache id of features pooled over every window: no branch id is this (theirs
+/// hold `@`), so the key spaces never meet.
+const WINDOWS_ID: &str = "windows";
+
+/// Whether `head` reads every window of a text (a frozen head trained so).
+fn reads_windows(head: &HeadArtifact) -> bool {
+    head.manifest.branch.is_none() && head.manifest.reads == Reads::Windows
+}
 
 impl InferencePath {
     /// Starts the batcher for `encoder` (on the current tokio runtime) under the
@@ -107,6 +116,13 @@ impl InferencePath {
         } else {
             None
         };
+        // Heads that read every window: the frozen features are the first windows'.
+        let windowed = match &frozen {
+            Some(f) if heads.iter().any(|h| reads_windows(h)) => {
+                Some(self.windowed_features(inputs, f, deadline).await?)
+            }
+            _ => None,
+        };
         // (task, branch id, branch), each branch once.
         let mut distinct: Vec<(&str, String, Arc<Branch>)> = Vec::new();
         for (h, b) in heads.iter().zip(&branches) {
@@ -123,7 +139,11 @@ impl InferencePath {
         };
         branches
             .iter()
-            .map(|b| match b {
+            .zip(heads)
+            .map(|(b, h)| match b {
+                None if reads_windows(h) => windowed
+                    .clone()
+                    .ok_or_else(|| ServerError::Internal("windowed features missing".into())),
                 None => frozen
                     .clone()
                     .ok_or_else(|| ServerError::Internal("frozen features missing".into())),
@@ -205,6 +225,83 @@ impl InferencePath {
                 Ok((id.clone(), rows))
             })
             .collect()
+    }
+
+    /// Features of `inputs` read in every window and pooled, given their frozen
+    /// features (the first windows'): cache hits are free, a text the backbone reads
+    /// whole costs nothing more, and a longer one's further windows go through the
+    /// batcher with every other request's texts.
+    async fn windowed_features(
+        &self,
+        inputs: &[Input],
+        frozen: &Features,
+        deadline: Instant,
+    ) -> Result<Features, ServerError> {
+        let keys: Vec<_> = inputs
+            .iter()
+            .map(|i| self.cache.key_for(Some(WINDOWS_ID), i))
+            .collect();
+        let mut out: Vec<Option<Arc<[f32]>>> = keys.iter().map(|k| self.cache.get(k)).collect();
+        let missing: Vec<usize> = (0..inputs.len()).filter(|&i| out[i].is_none()).collect();
+        counter!(m::CACHE_HITS).increment((inputs.len() - missing.len()) as u64);
+        counter!(m::CACHE_MISSES).increment(missing.len() as u64);
+        if !missing.is_empty() {
+            let windows = self
+                .encode_windows(missing.iter().map(|&i| inputs[i].clone()).collect())
+                .await?;
+            self.check_window_tokens(&windows)?;
+            let further: Vec<Encoded> = windows
+                .iter()
+                .flat_map(|w| w[1..].iter().cloned())
+                .collect();
+            let emb = if further.is_empty() {
+                None
+            } else {
+                counter!(m::WINDOW_PASSES).increment(further.len() as u64);
+                let started = Instant::now();
+                let emb = self.batcher.embed(further, deadline).await?;
+                histogram!(m::EMBED).record(started.elapsed().as_secs_f64());
+                Some(emb)
+            };
+            let normalize = self.info().normalize;
+            let mut at = 0;
+            for (w, &i) in windows.iter().zip(&missing) {
+                let v: Arc<[f32]> = match &emb {
+                    Some(emb) if w.len() > 1 => {
+                        let mut rows: Vec<&[f32]> = vec![&frozen[i]];
+                        rows.extend((at..at + w.len() - 1).map(|r| emb.row(r)));
+                        at += w.len() - 1;
+                        Arc::from(pool_windows(&rows, normalize))
+                    }
+                    _ => frozen[i].clone(),
+                };
+                self.cache.put(keys[i], v.clone());
+                out[i] = Some(v);
+            }
+        }
+        out.into_iter()
+            .map(|o| o.ok_or_else(|| ServerError::Internal("windowed row missing".into())))
+            .collect()
+    }
+
+    /// Refuses texts whose windows hold more than `server.max_request_tokens` in all.
+    fn check_window_tokens(&self, windows: &[Vec<Encoded>]) -> Result<(), ServerError> {
+        let tokens: usize = windows.iter().flatten().map(Encoded::len).sum();
+        let max = self.limits.max_request_tokens;
+        if tokens <= max {
+            return Ok(());
+        }
+        Err(ServerError::InvalidArgument(format!(
+            "the texts hold {tokens} tokens in all their windows (a task named reads every \
+             window of a long text); the limit is {max} (server.max_request_tokens): send \
+             fewer or shorter texts per request"
+        )))
+    }
+
+    /// Every window of each text, cut on a blocking thread of the tokenizer pool.
+    async fn encode_windows(&self, inputs: Vec<Input>) -> Result<Vec<Vec<Encoded>>, ServerError> {
+        self.on_tokenizer_pool(move |e| e.encode_windows(&inputs))
+            .await
     }
 
     /// The backbone description.
@@ -373,6 +470,14 @@ impl InferencePath {
 
     /// Inputs prepared on a blocking thread, at most `server.tokenize_workers` at once.
     async fn encode(&self, inputs: Vec<Input>) -> Result<Vec<Encoded>, ServerError> {
+        self.on_tokenizer_pool(move |e| e.encode(&inputs)).await
+    }
+
+    /// Runs `work` on a blocking thread, at most `server.tokenize_workers` at once.
+    async fn on_tokenizer_pool<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&EncoderHandle) -> polyhead_backbone::Result<T> + Send + 'static,
+    ) -> Result<T, ServerError> {
         let _worker = self
             .tokenizers
             .clone()
@@ -380,7 +485,7 @@ impl InferencePath {
             .await
             .map_err(|_| ServerError::Unavailable("tokenizer pool closed".into()))?;
         let encoder = self.encoder.clone();
-        tokio::task::spawn_blocking(move || encoder.encode(&inputs))
+        tokio::task::spawn_blocking(move || work(&encoder))
             .await
             .map_err(|e| ServerError::Internal(format!("tokenizer thread: {e}")))?
             .map_err(ServerError::from)
