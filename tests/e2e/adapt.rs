@@ -8,7 +8,7 @@ use polyhead_api::v1::{
     train_progress::Event, ClassifyMultiRequest, ClassifyRequest, GetTaskRequest,
     ListVersionsRequest, RollbackRequest, TrainOptions,
 };
-use polyhead_e2e::{code, eventually, upload, Server};
+use polyhead_e2e::{code, eventually, stored_version, upload, Server};
 use polyhead_heads::{HeadArtifact, HeadStore};
 use tonic::Code;
 
@@ -21,14 +21,7 @@ async fn train_adapted(server: &Server, task: &str, seed: u64, layers: u32) -> (
         ..Default::default()
     };
     let events = server.train_events_with(task, options).await;
-    let version = events
-        .iter()
-        .find_map(|e| match e {
-            Event::Done(r) => Some(r.version),
-            _ => None,
-        })
-        .expect("the stream ends with the stored version");
-    (version, events)
+    (stored_version(&events), events)
 }
 
 fn stored(server: &Server, task: &str, version: u64) -> HeadArtifact {

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use polyhead_api::v1::{InfoRequest, RegisterHeadRequest};
+use polyhead_api::v1::{train_progress::Event, InfoRequest, RegisterHeadRequest};
 use polyhead_heads::{BackboneRef, Dense, Head, HeadArtifact, HeadKind, Manifest, FORMAT_VERSION};
 use tonic::Code;
 
@@ -178,4 +178,15 @@ pub async fn register(server: &Server, tasks: &[&str]) {
         let a = artifact(t, &fp, dim);
         admin.register_head(upload(&a, true)).await.unwrap();
     }
+}
+
+/// The version a TrainHead stream ended with (its `Done` event).
+pub fn stored_version(events: &[Event]) -> u64 {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::Done(r) => Some(r.version),
+            _ => None,
+        })
+        .expect("the stream ends with the stored version")
 }

@@ -5,7 +5,7 @@
 use polyhead_api::v1::{
     train_progress::Event, ClassifyMultiRequest, ClassifyRequest, Example, TrainOptions,
 };
-use polyhead_e2e::Server;
+use polyhead_e2e::{stored_version, Server};
 use polyhead_heads::{HeadStore, Reads};
 
 /// About 330 tokens that say nothing of the verdict: more than the backbone reads.
@@ -65,14 +65,7 @@ async fn train_long(server: &Server) -> (u64, Vec<Event>) {
         ..Default::default()
     };
     let events = server.train_events_on("long", examples(), options).await;
-    let version = events
-        .iter()
-        .find_map(|e| match e {
-            Event::Done(r) => Some(r.version),
-            _ => None,
-        })
-        .expect("the stream ends with the stored version");
-    (version, events)
+    (stored_version(&events), events)
 }
 
 #[tokio::test(flavor = "multi_thread")]

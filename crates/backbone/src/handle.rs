@@ -11,7 +11,7 @@ use std::{path::PathBuf, sync::Arc, thread};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    encoder::Prepare, BackboneInfo, BatchPolicy, Branch, Embeddings, Encoded, Encoder,
+    prepare::Prepare, BackboneInfo, BatchPolicy, Branch, Embeddings, Encoded, Encoder,
     EncoderOptions, Error, Input, Passes, Result,
 };
 

@@ -29,6 +29,7 @@ mod image;
 mod input;
 mod options;
 mod pool;
+mod prepare;
 mod runtime;
 pub mod testing;
 mod tokenize;
@@ -40,12 +41,13 @@ use serde::Serialize;
 
 pub use batching::{BatchPolicy, Passes};
 pub use branch::{Branch, BranchShape, LowRank, Top, TARGETS};
-pub use encoder::{pool_windows, Embeddings, Encoder};
+pub use encoder::{Embeddings, Encoder};
 pub use error::{Error, Result};
 pub use handle::EncoderHandle;
 pub use image::thumbnail;
 pub use input::{Encoded, Input};
 pub use options::{Backend, Device, Dtype, EncoderOptions, DEFAULT_MAX_IMAGE_PIXELS};
+pub use pool::pool_windows;
 pub use runtime::Padding;
 pub use tokenize::{MAX_WINDOWS, WINDOW_OVERLAP};
 

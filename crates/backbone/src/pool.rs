@@ -58,9 +58,54 @@ pub(crate) fn pool(
     out
 }
 
+/// Texts read in windows, one vector each: the mean of a text's windows'
+/// embeddings, L2-normalised again when `normalize` (`bench/windows_probe.py`
+/// measured this against reading the first window only). `firsts[t]` is text `t`'s
+/// first window's embedding (the shared frozen pass), `counts[t]` its windows (at
+/// least one), and `further` the row-major embeddings of every text's further
+/// windows, in order.
+pub fn pool_windows(
+    firsts: &[&[f32]],
+    counts: &[usize],
+    further: &[f32],
+    normalize: bool,
+) -> Vec<Vec<f32>> {
+    let dim = firsts.first().map_or(0, |f| f.len());
+    let mut rows = further.chunks_exact(dim.max(1));
+    firsts
+        .iter()
+        .zip(counts)
+        .map(|(first, &n)| {
+            let mut out = first.to_vec();
+            for row in rows.by_ref().take(n.saturating_sub(1)) {
+                out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
+            }
+            let n = n.max(1) as f32;
+            out.iter_mut().for_each(|o| *o /= n);
+            if normalize {
+                let norm = out.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                out.iter_mut().for_each(|o| *o /= norm);
+            }
+            out
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_text_pools_its_own_windows_in_order() {
+        // Text 0: one window; text 1: three (first + two further); text 2: two.
+        let (a, b, c) = ([2., 0.], [0., 3.], [4., 4.]);
+        let further = [3., 0., 6., 3., 0., 2.];
+        let got = pool_windows(&[&a, &b, &c], &[1, 3, 2], &further, false);
+        assert_eq!(got, vec![vec![2., 0.], vec![3., 2.], vec![2., 3.]]);
+        let unit = pool_windows(&[&a, &b], &[1, 3], &further[..4], true);
+        assert_eq!(unit[0], vec![1., 0.]);
+        assert!((unit[1][0] - 0.8320503).abs() < 1e-6, "{unit:?}");
+    }
 
     // Two rows of three tokens, dim 2; the second row keeps two tokens.
     const STATES: [f32; 12] = [1., 2., 3., 4., 5., 6., 7., 8., 9., 10., -1., -1.];

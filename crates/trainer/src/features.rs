@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use polyhead_backbone::{Embeddings, EncoderHandle, Input};
+use polyhead_backbone::{Embeddings, Encoded, EncoderHandle, Input};
 use sha2::{Digest, Sha256};
 
 use crate::{error::io, Budget, Result};
@@ -168,53 +168,39 @@ impl FeatureCache {
         let per_text =
             windows.iter().map(Vec::len).sum::<usize>() as f64 / texts.len().max(1) as f64;
         let mut data = frozen.as_slice().to_vec();
+        // Texts of more than one window whose pooled row is not cached.
         let missing: Vec<usize> = (0..texts.len())
             .filter(|&i| windows[i].len() > 1)
             .filter(|&i| {
-                match self
+                let cached = self
                     .path(&namespace, &texts[i])
-                    .and_then(|p| read_row(&p, dim, normalized))
-                {
-                    Some(row) => {
-                        data[i * dim..(i + 1) * dim].copy_from_slice(&row);
-                        false
-                    }
-                    None => true,
+                    .and_then(|p| read_row(&p, dim, normalized));
+                if let Some(row) = &cached {
+                    data[i * dim..(i + 1) * dim].copy_from_slice(row);
                 }
+                cached.is_none()
             })
             .collect();
-        // Texts in chunks of about EMBED_CHUNK further windows each.
-        let mut start = 0;
-        while start < missing.len() {
+        let further: Vec<Encoded> = missing
+            .iter()
+            .flat_map(|&i| windows[i][1..].iter().cloned())
+            .collect();
+        let mut rows = Vec::with_capacity(further.len() * dim);
+        for chunk in further.chunks(EMBED_CHUNK) {
             budget.check()?;
-            let mut end = start;
-            let mut n = 0;
-            while end < missing.len()
-                && (n == 0 || n + windows[missing[end]].len() - 1 <= EMBED_CHUNK)
-            {
-                n += windows[missing[end]].len() - 1;
-                end += 1;
-            }
-            let chunk = &missing[start..end];
-            let ids: Vec<_> = chunk
-                .iter()
-                .flat_map(|&i| windows[i][1..].iter().cloned())
-                .collect();
-            let emb = encoder.embed_encoded_blocking(ids)?;
-            let mut at = 0;
-            for &i in chunk {
-                let mut rows: Vec<&[f32]> = vec![frozen.row(i)];
-                rows.extend((at..at + windows[i].len() - 1).map(|r| emb.row(r)));
-                at += windows[i].len() - 1;
-                let pooled = polyhead_backbone::pool_windows(&rows, normalized);
-                if let Some(p) = self.path(&namespace, &texts[i]) {
-                    if let Err(e) = write_row(&p, &pooled) {
-                        tracing::warn!(error = %e, "feature cache: cannot store a row");
-                    }
+            rows.extend_from_slice(encoder.embed_encoded_blocking(chunk.to_vec())?.as_slice());
+        }
+        let firsts: Vec<&[f32]> = missing.iter().map(|&i| frozen.row(i)).collect();
+        let counts: Vec<usize> = missing.iter().map(|&i| windows[i].len()).collect();
+        let pooled = polyhead_backbone::pool_windows(&firsts, &counts, &rows, normalized);
+        for (&i, row) in missing.iter().zip(&pooled) {
+            if let Some(p) = self.path(&namespace, &texts[i]) {
+                // As for frozen rows: a row that cannot be stored is computed again.
+                if let Err(e) = write_row(&p, row) {
+                    tracing::warn!(error = %e, "feature cache: cannot store a row");
                 }
-                data[i * dim..(i + 1) * dim].copy_from_slice(&pooled);
             }
-            start = end;
+            data[i * dim..(i + 1) * dim].copy_from_slice(row);
         }
         Ok((Embeddings::new(dim, data), per_text))
     }

@@ -6,7 +6,7 @@
 //! - [`train_task`]: choose and fit the head on frozen features (linear or hybrid
 //!   by cross-validation, then a refit on every example; or an MLP), score the
 //!   TF-IDF baseline on the same splits, evaluate both, build the artifact.
-//! - [`evaluate_head`]: metrics of a stored head on labelled data.
+//! - [`predict_rows`]: metrics of a stored head on labelled data, with the features it reads.
 #![deny(missing_docs)]
 
 mod adapt;
@@ -19,6 +19,7 @@ mod logreg;
 mod metrics;
 mod options;
 mod pipeline;
+mod predict;
 mod select;
 mod split;
 mod stored_branch;
@@ -30,8 +31,7 @@ pub use error::{Error, Result};
 pub use features::{CacheStats, FeatureCache};
 pub use metrics::{argmax_rows, evaluate};
 pub use options::{Adapt, HeadChoice, TrainOptions, Windows};
-pub use pipeline::{
-    backbone_ref, predict_rows, train_task, Progress, Timings, TrainReport, TrainRequest,
-};
+pub use pipeline::{train_task, Progress, Timings, TrainReport, TrainRequest};
+pub use predict::{backbone_ref, predict_rows};
 pub use stored_branch::branch_of;
 pub use train::{train_head, EpochReport, Split};

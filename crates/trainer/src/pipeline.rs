@@ -2,10 +2,10 @@
 //! the baseline, metrics, and the (not yet stored) artifact.
 use std::time::Instant;
 
-use polyhead_backbone::{BackboneInfo, Branch, EncoderHandle, Input, Top};
+use polyhead_backbone::{Branch, EncoderHandle, Top};
 use polyhead_heads::{
-    now_rfc3339, BackboneRef, Candidate, Evaluation, Head, HeadArtifact, HeadKind, Manifest,
-    Metrics, Reads, Selection, FORMAT_VERSION,
+    now_rfc3339, Candidate, Evaluation, Head, HeadArtifact, HeadKind, Manifest, Metrics, Reads,
+    Selection, FORMAT_VERSION,
 };
 use serde::Serialize;
 
@@ -14,8 +14,9 @@ use crate::{
     baseline::{baseline_on_split, Baseline, THUMBNAIL_DIM, THUMBNAIL_SIDE},
     features::{CacheStats, FeatureCache},
     metrics::{argmax_rows, evaluate},
+    predict::backbone_ref,
     select::{choose, plan, Context, Examples, Windowed},
-    split::stratified_split,
+    split::{check_holdout, stratified_split},
     stored_branch,
     train::{train_head, EpochReport, Split},
     Adapt, Budget, Dataset, Error, HeadChoice, Result, TrainOptions, Windows,
@@ -493,95 +494,4 @@ fn fit_mlp(
         branch: None,
         reads: Reads::Truncated,
     })
-}
-
-/// Without a validation set, every label must keep one example for validation, or
-/// the validation metrics (and the activation gate on them) would measure nothing.
-fn check_holdout(labels: &[String], y: &[usize]) -> Result<()> {
-    let mut counts = vec![0usize; labels.len()];
-    y.iter().for_each(|&l| counts[l] += 1);
-    let single: Vec<&str> = labels
-        .iter()
-        .zip(&counts)
-        .filter(|(_, &c)| c < 2)
-        .map(|(l, _)| l.as_str())
-        .take(5)
-        .collect();
-    if single.is_empty() {
-        return Ok(());
-    }
-    Err(Error::Dataset(format!(
-        "every label needs at least 2 examples (one is held out for validation), or pass a \
-         validation set; labels with one example: {single:?}{}",
-        if counts.iter().filter(|&&c| c < 2).count() > 5 {
-            " ..."
-        } else {
-            ""
-        }
-    )))
-}
-
-/// Evaluates a stored head on labelled data, with the head's probabilities for every
-/// row (in the head's label order). Labels unknown to the head count as errors in the
-/// data, not as misclassifications.
-pub fn predict_rows(
-    encoder: &EncoderHandle,
-    cache: &FeatureCache,
-    artifact: &HeadArtifact,
-    data: &Dataset,
-) -> Result<(Metrics, Vec<Vec<f32>>)> {
-    artifact.check_backbone(&backbone_ref(encoder.info()))?;
-    let labels = artifact.head.labels();
-    let truth = data
-        .examples
-        .iter()
-        .map(|e| {
-            labels.iter().position(|l| *l == e.label).ok_or_else(|| {
-                Error::Dataset(format!(
-                    "line {}: label {:?} is not one of the head's labels {labels:?}",
-                    e.line, e.label
-                ))
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let x = match stored_branch::branch_of(artifact, encoder.info().branch.as_ref())? {
-        None if artifact.manifest.reads == Reads::Windows => {
-            let texts = data.texts();
-            let frozen = cache.features(encoder, &texts)?.0;
-            cache
-                .windowed_within(encoder, &texts, &frozen, &Budget::unlimited())?
-                .0
-        }
-        None => cache.features(encoder, &data.texts())?.0,
-        Some(branch) => {
-            let ids = encoder.encode(
-                &data
-                    .texts()
-                    .into_iter()
-                    .map(Input::Text)
-                    .collect::<Vec<_>>(),
-            )?;
-            encoder
-                .embed_branches_blocking(ids, vec![std::sync::Arc::new(branch)])?
-                .remove(0)
-        }
-    };
-    let probs = artifact.head.predict_batch(x.as_slice(), &data.texts())?;
-    let metrics = evaluate(labels, &truth, &argmax_rows(&probs));
-    Ok((metrics, probs))
-}
-
-/// What a head records of the backbone it was trained on, and is checked against.
-pub fn backbone_ref(info: &BackboneInfo) -> BackboneRef {
-    BackboneRef {
-        name: info.name.clone(),
-        fingerprint: info.fingerprint.clone(),
-        dim: info.dim,
-        layers: info.branch.map_or(0, |s| s.depth),
-        branch_targets: info
-            .branch
-            .map(|s| stored_branch::targets(&s))
-            .unwrap_or_default(),
-        reads_text: info.input == "text",
-    }
 }

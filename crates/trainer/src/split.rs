@@ -1,6 +1,8 @@
 //! Seeded, stratified splits: one train/validation split, or k folds.
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
 
+use crate::{Error, Result};
+
 /// Splits indices `0..labels.len()` so each class keeps about `fraction` of its
 /// examples for validation (at least one when it has two or more, never all of them).
 /// Same seed and labels give the same split. Returns `(train, validation)`, sorted.
@@ -49,6 +51,32 @@ pub(crate) fn stratified_folds(y: &[usize], k: usize, seed: u64) -> Vec<(Vec<usi
             (fit_rows, held)
         })
         .collect()
+}
+
+/// Without a validation set, every label must keep one example for validation, or
+/// the validation metrics (and the activation gate on them) would measure nothing.
+pub(crate) fn check_holdout(labels: &[String], y: &[usize]) -> Result<()> {
+    let mut counts = vec![0usize; labels.len()];
+    y.iter().for_each(|&l| counts[l] += 1);
+    let single: Vec<&str> = labels
+        .iter()
+        .zip(&counts)
+        .filter(|(_, &c)| c < 2)
+        .map(|(l, _)| l.as_str())
+        .take(5)
+        .collect();
+    if single.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Dataset(format!(
+        "every label needs at least 2 examples (one is held out for validation), or pass a \
+         validation set; labels with one example: {single:?}{}",
+        if counts.iter().filter(|&&c| c < 2).count() > 5 {
+            " ..."
+        } else {
+            ""
+        }
+    )))
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use std::{
 };
 
 use metrics::{counter, histogram};
-use polyhead_backbone::{pool_windows, BackboneInfo, Branch, Encoded, EncoderHandle, Input};
-use polyhead_heads::{HeadArtifact, Reads};
+use polyhead_backbone::{BackboneInfo, Branch, Encoded, EncoderHandle, Input};
+use polyhead_heads::HeadArtifact;
 use polyhead_settings::ServerSettings;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -37,17 +37,13 @@ pub(crate) struct InferencePath {
     branches: Mutex<HashMap<String, (String, Arc<Branch>)>>,
 }
 
+mod branches;
+mod windows;
+
+use windows::reads_windows;
+
 /// What one head reads: the frozen features, every window's, or its branch's.
 type Features = Vec<Arc<[f32]>>;
-
-/// The cache id of features pooled over every window: no branch id is this (theirs
-/// hold `@`), so the key spaces never meet.
-const WINDOWS_ID: &str = "windows";
-
-/// Whether `head` reads every window of a text (a frozen head trained so).
-fn reads_windows(head: &HeadArtifact) -> bool {
-    head.manifest.branch.is_none() && head.manifest.reads == Reads::Windows
-}
 
 impl InferencePath {
     /// Starts the batcher for `encoder` (on the current tokio runtime) under the
@@ -71,31 +67,6 @@ impl InferencePath {
             branches: Mutex::new(HashMap::new()),
             encoder,
         }
-    }
-
-    /// The branch of an adapted head (`None` for a frozen one) with its id, which
-    /// keys its features in the cache: task, version and creation time.
-    fn branch(&self, head: &HeadArtifact) -> Result<Option<(String, Arc<Branch>)>, ServerError> {
-        if head.manifest.branch.is_none() {
-            return Ok(None);
-        }
-        let m = &head.manifest;
-        let id = format!("{}@{}@{}", m.task, m.version, m.created_at);
-        let mut branches = self
-            .branches
-            .lock()
-            .map_err(|_| ServerError::Internal("branch table lock poisoned".into()))?;
-        if let Some((known, b)) = branches.get(&m.task) {
-            if *known == id {
-                return Ok(Some((id, b.clone())));
-            }
-        }
-        let branch = polyhead_trainer::branch_of(head, self.info().branch.as_ref())
-            .map_err(|e| ServerError::FailedPrecondition(format!("task {:?}: {e}", m.task)))?
-            .ok_or_else(|| ServerError::Internal("a branch without weights".into()))?;
-        let branch = Arc::new(branch);
-        branches.insert(m.task.clone(), (id.clone(), branch.clone()));
-        Ok(Some((id, branch)))
     }
 
     /// The features each of `heads` reads, in order: frozen heads share one frozen
@@ -153,155 +124,6 @@ impl InferencePath {
                     .ok_or_else(|| ServerError::Internal("branch features missing".into())),
             })
             .collect()
-    }
-
-    /// Features of `inputs` under each branch: cache hits are free; the inputs any
-    /// branch misses are tokenized once and run in one job on the model thread,
-    /// under every branch that misses one.
-    async fn branch_features(
-        &self,
-        branches: &[(&str, String, Arc<Branch>)],
-        inputs: &[Input],
-        deadline: Instant,
-    ) -> Result<HashMap<String, Features>, ServerError> {
-        let mut found: Vec<Vec<Option<Arc<[f32]>>>> = branches
-            .iter()
-            .map(|(_, id, _)| {
-                inputs
-                    .iter()
-                    .map(|i| self.cache.get(&self.cache.key_for(Some(id), i)))
-                    .collect()
-            })
-            .collect();
-        let missing: Vec<usize> = (0..inputs.len())
-            .filter(|&i| found.iter().any(|f| f[i].is_none()))
-            .collect();
-        let hits = found.iter().flatten().filter(|f| f.is_some()).count();
-        counter!(m::CACHE_HITS).increment(hits as u64);
-        counter!(m::CACHE_MISSES).increment((found.len() * inputs.len() - hits) as u64);
-        if !missing.is_empty() {
-            let run: Vec<usize> = (0..branches.len())
-                .filter(|&b| missing.iter().any(|&i| found[b][i].is_none()))
-                .collect();
-            let ids = self
-                .encode(missing.iter().map(|&i| inputs[i].clone()).collect())
-                .await?;
-            self.check_tokens(&ids)?;
-            let started = Instant::now();
-            let job = self
-                .encoder
-                .embed_branches(ids, run.iter().map(|&b| branches[b].2.clone()).collect());
-            let out = tokio::time::timeout_at(deadline.into(), job)
-                .await
-                .map_err(|_| {
-                    ServerError::DeadlineExceeded(
-                        "the deadline passed before the adapted tasks' pass finished".into(),
-                    )
-                })??;
-            let took = started.elapsed().as_secs_f64();
-            for &b in &run {
-                histogram!(m::BRANCH, "task" => branches[b].0.to_owned()).record(took);
-            }
-            counter!(m::BACKBONE_TEXTS).increment(missing.len() as u64);
-            for (emb, &b) in out.iter().zip(&run) {
-                for (row, &i) in missing.iter().enumerate() {
-                    let v: Arc<[f32]> = Arc::from(emb.row(row));
-                    self.cache.put(
-                        self.cache.key_for(Some(&branches[b].1), &inputs[i]),
-                        v.clone(),
-                    );
-                    found[b][i] = Some(v);
-                }
-            }
-        }
-        branches
-            .iter()
-            .zip(found)
-            .map(|((_, id, _), f)| {
-                let rows = f
-                    .into_iter()
-                    .map(|o| o.ok_or_else(|| ServerError::Internal("branch row missing".into())))
-                    .collect::<Result<Features, _>>()?;
-                Ok((id.clone(), rows))
-            })
-            .collect()
-    }
-
-    /// Features of `inputs` read in every window and pooled, given their frozen
-    /// features (the first windows'): cache hits are free, a text the backbone reads
-    /// whole costs nothing more, and a longer one's further windows go through the
-    /// batcher with every other request's texts.
-    async fn windowed_features(
-        &self,
-        inputs: &[Input],
-        frozen: &Features,
-        deadline: Instant,
-    ) -> Result<Features, ServerError> {
-        let keys: Vec<_> = inputs
-            .iter()
-            .map(|i| self.cache.key_for(Some(WINDOWS_ID), i))
-            .collect();
-        let mut out: Vec<Option<Arc<[f32]>>> = keys.iter().map(|k| self.cache.get(k)).collect();
-        let missing: Vec<usize> = (0..inputs.len()).filter(|&i| out[i].is_none()).collect();
-        counter!(m::CACHE_HITS).increment((inputs.len() - missing.len()) as u64);
-        counter!(m::CACHE_MISSES).increment(missing.len() as u64);
-        if !missing.is_empty() {
-            let windows = self
-                .encode_windows(missing.iter().map(|&i| inputs[i].clone()).collect())
-                .await?;
-            self.check_window_tokens(&windows)?;
-            let further: Vec<Encoded> = windows
-                .iter()
-                .flat_map(|w| w[1..].iter().cloned())
-                .collect();
-            let emb = if further.is_empty() {
-                None
-            } else {
-                counter!(m::WINDOW_PASSES).increment(further.len() as u64);
-                let started = Instant::now();
-                let emb = self.batcher.embed(further, deadline).await?;
-                histogram!(m::EMBED).record(started.elapsed().as_secs_f64());
-                Some(emb)
-            };
-            let normalize = self.info().normalize;
-            let mut at = 0;
-            for (w, &i) in windows.iter().zip(&missing) {
-                let v: Arc<[f32]> = match &emb {
-                    Some(emb) if w.len() > 1 => {
-                        let mut rows: Vec<&[f32]> = vec![&frozen[i]];
-                        rows.extend((at..at + w.len() - 1).map(|r| emb.row(r)));
-                        at += w.len() - 1;
-                        Arc::from(pool_windows(&rows, normalize))
-                    }
-                    _ => frozen[i].clone(),
-                };
-                self.cache.put(keys[i], v.clone());
-                out[i] = Some(v);
-            }
-        }
-        out.into_iter()
-            .map(|o| o.ok_or_else(|| ServerError::Internal("windowed row missing".into())))
-            .collect()
-    }
-
-    /// Refuses texts whose windows hold more than `server.max_request_tokens` in all.
-    fn check_window_tokens(&self, windows: &[Vec<Encoded>]) -> Result<(), ServerError> {
-        let tokens: usize = windows.iter().flatten().map(Encoded::len).sum();
-        let max = self.limits.max_request_tokens;
-        if tokens <= max {
-            return Ok(());
-        }
-        Err(ServerError::InvalidArgument(format!(
-            "the texts hold {tokens} tokens in all their windows (a task named reads every \
-             window of a long text); the limit is {max} (server.max_request_tokens): send \
-             fewer or shorter texts per request"
-        )))
-    }
-
-    /// Every window of each text, cut on a blocking thread of the tokenizer pool.
-    async fn encode_windows(&self, inputs: Vec<Input>) -> Result<Vec<Vec<Encoded>>, ServerError> {
-        self.on_tokenizer_pool(move |e| e.encode_windows(&inputs))
-            .await
     }
 
     /// The backbone description.
@@ -449,7 +271,12 @@ impl InferencePath {
     /// Refuses prepared inputs over `server.max_request_tokens` (a picture counts its
     /// patches).
     fn check_tokens(&self, ids: &[Encoded]) -> Result<(), ServerError> {
-        let tokens: usize = ids.iter().map(Encoded::len).sum();
+        self.check_token_total(ids.iter().map(Encoded::len).sum(), "after truncation")
+    }
+
+    /// Refuses `tokens` over `server.max_request_tokens`; `read` says how a text's
+    /// tokens were counted.
+    fn check_token_total(&self, tokens: usize, read: &str) -> Result<(), ServerError> {
         let max = self.limits.max_request_tokens;
         if tokens <= max {
             return Ok(());
@@ -461,7 +288,7 @@ impl InferencePath {
                  (server.max_request_tokens): send fewer images per request"
                 ),
                 _ => format!(
-                    "the texts hold {tokens} tokens after truncation; the limit is {max} \
+                    "the texts hold {tokens} tokens {read}; the limit is {max} \
                  (server.max_request_tokens): send fewer or shorter texts per request"
                 ),
             },
