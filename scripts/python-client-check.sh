@@ -41,9 +41,12 @@ with Client(addr) as c:
 with Client(addr, token=token) as admin:
     rows = [("WIN a FREE prize now", "spam"), ("cheap meds, click", "spam"), ("You won $1000", "spam"),
             ("Lunch at noon?", "ham"), ("Minutes of the meeting", "ham"), ("See you tomorrow", "ham")] * 3
-    events = list(admin.train("py", rows, seed=1))
+    events = list(admin.train("py", rows, seed=1, windows="never"))
     kinds = {e.kind for e in events}
     assert {"stage", "progress", "done"} <= kinds, kinds
+    # The option reached the server: no candidate read every window.
+    names = [e.name for e in events if e.kind == "candidate"]
+    assert names and not any(n.endswith(" windows") for n in names), names
     done = events[-1]
     assert done.kind == "done" and done.activated and done.version == 1, done
 print("python client ok:", preds[0].label, round(preds[0].score, 4), "trained v%d" % done.version)

@@ -214,12 +214,23 @@ class Client:
         activate: bool = True,
         seed: int = 0,
         timeout: float = 600.0,
+        *,
+        head_kind: str = "",
+        adapt: str = "",
+        windows: str = "",
     ) -> Iterator[TrainEvent]:
-        """TrainHead (needs the admin token): yields progress, ends with a `done` event."""
+        """TrainHead (needs the admin token): yields progress, ends with a `done` event.
+
+        `head_kind` (auto, linear, hybrid, mlp), `adapt` (never, auto, always) and
+        `windows` (always, never, auto: how a long text is read) are the CLI's
+        `--head`, `--adapt` and `--windows`; empty means the server's default.
+        """
         request = registry_pb2.TrainHeadRequest(
             task=task,
             examples=[registry_pb2.Example(text=t, label=l) for t, l in examples],
-            options=registry_pb2.TrainOptions(seed=seed),
+            options=registry_pb2.TrainOptions(
+                seed=seed, head_kind=head_kind, adapt=adapt, windows=windows
+            ),
             activate=activate,
         )
         try:
